@@ -1,0 +1,156 @@
+"""Result objects of exact computations: a dense block and a coupling map."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+
+from . import metrics
+
+
+@dataclass
+class Block:
+    """The exact block H_{v,w} = ∂²L/∂u_v∂u_w (d_v, d_w), rows indexed by v, and its parts.
+
+    ``full = gn + tensor``; ``gn`` is the Gauss–Newton part Σ_b J_vᵀ (∂²L/∂z_b²) J_w,
+    ``tensor`` the rest.  Diagonal blocks (v = w) are symmetrised.
+    """
+
+    v: str
+    w: str
+    space: str
+    full: torch.Tensor
+    gn: torch.Tensor
+    tensor: torch.Tensor = field(init=False)
+
+    def __post_init__(self):
+        self.tensor = self.full - self.gn
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.full.shape)
+
+    @property
+    def diagonal(self) -> bool:
+        return self.v == self.w
+
+    @cached_property
+    def resonance(self) -> float:
+        """R = ‖H_{v,w}‖_F."""
+        return metrics.resonance(self.full)
+
+    @cached_property
+    def norm_gn(self) -> float:
+        return metrics.frobenius(self.gn)
+
+    @cached_property
+    def norm_tensor(self) -> float:
+        return metrics.frobenius(self.tensor)
+
+    @cached_property
+    def spectral_norm(self) -> float:
+        return metrics.spectral_norm(self.full)
+
+    @cached_property
+    def stable_rank(self) -> float:
+        """D = ‖H‖_F² / ‖H‖₂² (NaN for a zero block)."""
+        s = self.spectral_norm
+        return self.resonance ** 2 / s ** 2 if s > 0 else float("nan")
+
+    @cached_property
+    def gn_gap(self) -> float:
+        """‖H^T‖_F / (‖H^GN‖_F + 1e-12)."""
+        return metrics.gn_gap_from_norms(self.norm_tensor, self.norm_gn)
+
+    @cached_property
+    def trace(self) -> float | None:
+        return float(torch.trace(self.full)) if self.diagonal else None
+
+    @cached_property
+    def eigenvalues(self) -> torch.Tensor | None:
+        """Eigenvalues (ascending) of a diagonal block; None off the diagonal."""
+        return torch.linalg.eigvalsh(self.full) if self.diagonal else None
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        out = {"resonance": self.resonance, "stable_rank": self.stable_rank, "gn_gap": self.gn_gap,
+               "norm_full": self.resonance, "norm_gn": self.norm_gn, "norm_tensor": self.norm_tensor,
+               "spectral_norm": self.spectral_norm}
+        if self.diagonal:
+            out["trace"] = self.trace
+            out["coupling"] = 1.0 if self.resonance > 0 else float("nan")
+        return out
+
+    def transpose(self) -> "Block":
+        """H_{w,v} = H_{v,w}ᵀ (bitwise)."""
+        return Block(self.w, self.v, self.space, self.full.T, self.gn.T)
+
+    def __repr__(self) -> str:
+        return (f"Block({self.v!r}, {self.w!r}, space={self.space!r}, shape={self.shape}, "
+                f"R={self.resonance:.4g}, gap={self.gn_gap:.3g})")
+
+
+@dataclass
+class CouplingMap:
+    """Norms of all blocks among ``names`` (n nodes or groups), exact.
+
+    ``R[i, j] = ‖H_ij‖_F``, ``norm_gn``/``norm_tensor`` likewise for the parts,
+    ``C[i, j] = R_ij / sqrt(R_ii R_jj)``, ``gap[i, j]`` the GN-Gap,
+    ``D[i, j]`` the stable rank, ``distance`` hops in the DAG contracted to
+    these nodes (-1 if unconnected; parameter space uses the order of groups).
+    ``filled[i, j]`` says which entries are computed (maps fill column by column).
+    """
+
+    names: list[str]
+    space: str
+    R: torch.Tensor
+    norm_gn: torch.Tensor
+    norm_tensor: torch.Tensor
+    D: torch.Tensor
+    distance: torch.Tensor
+    filled: torch.Tensor
+
+    @property
+    def C(self) -> torch.Tensor:
+        d = torch.sqrt(torch.outer(self.R.diagonal(), self.R.diagonal()))
+        C = self.R / d
+        return torch.where(d >= metrics.COUPLING_EPS, C, torch.full_like(C, float("nan")))
+
+    @property
+    def gap(self) -> torch.Tensor:
+        return self.norm_tensor / (self.norm_gn + metrics.GAP_EPS)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.filled.all())
+
+    def global_gap(self, include_diagonal: bool = True) -> float:
+        """Σ‖H^T‖_F / Σ‖H^GN‖_F over pairs v ≤ w (v < w without the diagonal): a ratio of sums."""
+        n = len(self.names)
+        iu = torch.triu_indices(n, n, 0 if include_diagonal else 1)
+        t = self.norm_tensor[iu[0], iu[1]]
+        g = self.norm_gn[iu[0], iu[1]]
+        return metrics.ratio_of_sums(t.tolist(), g.tolist())
+
+    def by_distance(self) -> list[dict]:
+        """Per-distance aggregates over pairs v < w: count, mean R, C and GN-Gap as ratios of sums.
+
+        C(d) = Σ R_vw / Σ sqrt(R_vv R_ww);  gap(d) = Σ ‖H^T_vw‖ / Σ ‖H^GN_vw‖.
+        """
+        n = len(self.names)
+        diag = self.R.diagonal()
+        rows = []
+        for d in sorted({int(x) for x in self.distance.unique().tolist() if x > 0}):
+            pairs = [(i, j) for i in range(n) for j in range(i + 1, n) if int(self.distance[i, j]) == d]
+            if not pairs:
+                continue
+            R = [float(self.R[i, j]) for i, j in pairs]
+            rows.append({
+                "distance": d, "pairs": len(pairs), "mean_R": sum(R) / len(R),
+                "C": metrics.ratio_of_sums(R, [math.sqrt(float(diag[i] * diag[j])) for i, j in pairs]),
+                "gap": metrics.ratio_of_sums([float(self.norm_tensor[i, j]) for i, j in pairs],
+                                             [float(self.norm_gn[i, j]) for i, j in pairs]),
+            })
+        return rows

@@ -1,0 +1,385 @@
+"""A curvature analysis session: one model, one mean-reduced loss, one batch.
+
+    s = Session(model, loss_fn, (x, y), dtype=None)
+    s.nodes, s.groups                   # what can be addressed
+    s.block(v, w, space=...)            # exact dense block with GN / tensor parts
+    s.coupling(v, w), s.coupling_map(), s.phi()
+    for snap in s.estimate(v, w, probes=200): ...   # streaming estimates
+
+Everything runs on the model's device.  With ``dtype=None`` the session reads
+the model's parameters live (results follow training); with a ``dtype`` it
+works on a private converted copy.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from . import metrics
+from .errors import BlockTooLargeError, HessExploreError, LossError, ModelStateError
+from .estimators import EstimateSnapshot, stream_block
+from .graph import ModelGraph, Node, ParameterGroups
+from .operators import ActivationProblem, CurvatureOperator, ParameterProblem
+from .results import Block, CouplingMap
+
+SPACES = ("activation", "parameter")
+_STOCHASTIC_MODULES = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+
+
+def _check_modes(model: nn.Module) -> None:
+    for name, m in model.named_modules():
+        if m.training and isinstance(m, _STOCHASTIC_MODULES):
+            what = "BatchNorm" if isinstance(m, nn.modules.batchnorm._BatchNorm) else "Dropout"
+            why = ("in train mode it normalises with batch statistics, which couples the samples and "
+                   "breaks the per-sample Hessian" if what == "BatchNorm" else
+                   "in train mode it is random, so the Hessian would change from call to call")
+            raise ModelStateError(f"module {name!r} ({type(m).__name__}) is in train mode: {why}. "
+                                  "Call model.eval() before creating the session.")
+
+
+def _check_finite_params(model: nn.Module) -> None:
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise ModelStateError(f"parameter {name!r} contains NaN or Inf; curvature is undefined there. "
+                                  "Check the training run or reload a finite checkpoint.")
+
+
+def _to(t, device, dtype):
+    if torch.is_tensor(t):
+        t = t.detach().to(device)
+        return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+    if isinstance(t, (tuple, list)):
+        return type(t)(_to(a, device, dtype) for a in t)
+    return t
+
+
+class Session:
+    """Curvature of ``loss_fn(model(x), y)`` (a batch mean) on one batch.
+
+    Parameters
+    ----------
+    model : nn.Module in eval mode (no train-mode BatchNorm/Dropout).
+    loss_fn : callable (z, y) -> scalar, the **mean** over the batch of per-sample losses.
+    batch : (x, y); x a tensor (B, …) or a tuple of model inputs whose first is batched.
+    dtype : None (use the model's), or e.g. torch.float64 for teaching-grade exactness.
+    leaf_modules : module names that torch.fx should not trace into.
+    trace : False skips tracing (parameter space only).
+    max_exact_dim : largest swept dimension for exact blocks (columns = Hessian-vector products).
+    memory_budget : bytes per batched product (default 1 GiB on CPU, ¼ of free GPU memory).
+    check_loss : verify that loss_fn is a per-sample mean (needs loss_fn to accept single samples).
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable, batch, dtype: torch.dtype | None = None, *,
+                 leaf_modules: Sequence[str] = (), trace: bool = True, max_exact_dim: int = 8192,
+                 memory_budget: int | None = None, check_loss: bool = True):
+        if not isinstance(model, nn.Module):
+            raise HessExploreError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            raise HessExploreError("batch must be a pair (x, y): inputs and targets for loss_fn(model(x), y)")
+        _check_modes(model)
+        _check_finite_params(model)
+        p0 = next(model.parameters(), None)
+        if p0 is None:
+            raise HessExploreError("the model has no parameters; there is no curvature to analyse")
+        self.device = p0.device
+        if dtype is not None and dtype != p0.dtype:
+            model = copy.deepcopy(model).to(dtype)
+        self.dtype = dtype or p0.dtype
+        self.model = model
+        self.loss_fn = loss_fn
+        x, y = batch
+        self.inputs = tuple(_to(x, self.device, self.dtype)) if isinstance(x, (tuple, list)) \
+            else (_to(x, self.device, self.dtype),)
+        self.targets = _to(y, self.device, self.dtype)
+        if not torch.is_tensor(self.inputs[0]) or self.inputs[0].dim() == 0:
+            raise HessExploreError("the first model input must be a tensor with the batch as first dimension")
+        for t in self.inputs:
+            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise HessExploreError("the input batch x contains NaN or Inf")
+        self.batch_size = int(self.inputs[0].shape[0])
+        self.max_exact_dim = int(max_exact_dim)
+        self.memory_budget = memory_budget
+        self._check_output_and_loss(check_loss)
+        self.graph = ModelGraph(model, self.inputs, leaf_modules) if trace else None
+        self.param_groups = ParameterGroups(model)
+        self._ops: dict = {}
+
+    # -- validation --------------------------------------------------------------------------
+    def _loss_of_output(self, z: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(z, self.targets)
+
+    def _check_output_and_loss(self, check_loss: bool) -> None:
+        with torch.no_grad():
+            z = self.model(*self.inputs)
+        if not torch.is_tensor(z):
+            raise HessExploreError(f"the model must return one tensor of outputs z, got {type(z).__name__}; "
+                                   "wrap it so forward returns the tensor the loss is applied to")
+        if z.dim() == 0 or z.shape[0] != self.batch_size:
+            raise HessExploreError(f"the model output has shape {tuple(z.shape)}; its first dimension must be "
+                                   f"the batch ({self.batch_size})")
+        red = getattr(self.loss_fn, "reduction", "mean")
+        if red != "mean":
+            raise LossError(f"loss_fn has reduction={red!r}; hessexplore needs the batch mean "
+                            "L = (1/B) Σ_b ℓ_b. Use reduction='mean'.")
+        try:
+            with torch.no_grad():
+                L = self.loss_fn(z, self.targets)
+        except Exception as exc:  # noqa: BLE001
+            raise LossError(f"loss_fn(model(x), y) failed: {exc}") from exc
+        if not torch.is_tensor(L) or L.numel() != 1 or L.dim() > 1:
+            shape = tuple(L.shape) if torch.is_tensor(L) else type(L).__name__
+            raise LossError(f"loss_fn must return a scalar (the batch mean), got {shape}. "
+                            "Use reduction='mean'.")
+        if not bool(torch.isfinite(L)):
+            raise LossError(f"the loss on this batch is {float(L)}; check the model, the data and the labels")
+        if check_loss and self.batch_size > 1:
+            self._check_mean_reduction(z, float(L))
+
+    def _check_mean_reduction(self, z: torch.Tensor, L: float) -> None:
+        y = self.targets
+        try:
+            with torch.no_grad():
+                per = torch.stack([self.loss_fn(z[b:b + 1], y[b:b + 1]).reshape(())
+                                   for b in range(self.batch_size)])
+        except Exception:  # noqa: BLE001 - a loss that can't take single samples: can't check
+            warnings.warn("could not evaluate loss_fn on single samples to check that it is a batch mean; "
+                          "pass check_loss=False to silence", stacklevel=3)
+            return
+        mean = float(per.mean())
+        tol = 1e-4 * max(abs(L), abs(mean), 1e-6) if self.dtype != torch.float64 else 1e-9 * max(abs(L), 1e-12)
+        if abs(L - mean) <= tol:
+            return
+        if abs(L - self.batch_size * mean) <= tol * self.batch_size:
+            raise LossError("loss_fn looks sum-reduced (it equals B × the mean of per-sample losses); "
+                            "hessexplore needs the batch mean L = (1/B) Σ_b ℓ_b. Use reduction='mean'.")
+        raise LossError(f"loss_fn is not the mean of per-sample losses (batch loss {L:.6g}, mean of "
+                        f"per-sample losses {mean:.6g}); class weights or batch-coupled terms break the "
+                        "per-sample definition. Pass check_loss=False if this is intended.")
+
+    def _check_finite(self) -> None:
+        _check_finite_params(self.model)
+
+    # -- names ---------------------------------------------------------------------------------
+    @property
+    def nodes(self) -> list[str]:
+        """Addressable activation nodes, topological order (a module name addresses its output too)."""
+        return self._graph().names
+
+    @property
+    def groups(self) -> list[str]:
+        """Parameter groups: qualified names of modules that own parameters."""
+        return list(self.param_groups.names)
+
+    def node(self, name: str) -> Node:
+        """The :class:`~hessexplore.graph.Node` addressed by ``name``."""
+        return self._graph().resolve(name)
+
+    def _graph(self) -> ModelGraph:
+        if self.graph is None:
+            raise HessExploreError("this session was created with trace=False: activation space is unavailable")
+        return self.graph
+
+    def _atoms(self, name: str, space: str) -> list[str]:
+        """The atoms (node names or parameter names) of a node/group."""
+        if space == "activation":
+            return [self._graph().resolve(name).name]
+        if space == "parameter":
+            return self.param_groups.resolve(name)
+        raise HessExploreError(f"space must be 'activation' or 'parameter', got {space!r}")
+
+    def dim(self, name: str, space: str = "activation") -> int:
+        """d_v: per-sample size of a node, or number of parameters of a group."""
+        if space == "activation":
+            return self._graph().resolve(name).numel
+        return sum(self.param_groups.params[p].numel() for p in self._atoms(name, space))
+
+    # -- operators ------------------------------------------------------------------------------
+    def _fingerprint(self) -> tuple:
+        return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
+
+    def operator(self, atoms: Sequence[str], space: str) -> CurvatureOperator:
+        """A :class:`CurvatureOperator` over the given atoms (cached while the weights are unchanged)."""
+        atoms = list(dict.fromkeys(atoms))
+        key = (space, tuple(atoms), self._fingerprint())
+        op = self._ops.get(key)
+        if op is None:
+            if space == "activation":
+                problem = ActivationProblem(self._graph(), self.inputs, self._loss_of_output, atoms,
+                                            self.dtype, self.device)
+            else:
+                problem = ParameterProblem(self.model, self.inputs, self._loss_of_output, atoms)
+            op = CurvatureOperator(problem)
+            if len(self._ops) > 16:
+                self._ops.clear()
+            self._ops[key] = op
+        return op
+
+    def _chunk(self, space: str, d_w: int) -> int:
+        item = torch.empty((), dtype=self.dtype).element_size()
+        act = self.graph.activation_numel() if self.graph is not None else 0
+        per_sample = max(act, 1)
+        per_col = item * (6 * self.batch_size * per_sample + 2 * sum(p.numel() for p in self.model.parameters()))
+        budget = self.memory_budget
+        if budget is None:
+            if self.device.type == "cuda":
+                budget = torch.cuda.mem_get_info(self.device)[0] // 4
+            else:
+                budget = 1 << 30
+        return int(max(1, min(d_w, budget // max(per_col, 1))))
+
+    def _check_exact(self, name: str, space: str, other: str) -> int:
+        d = self.dim(name, space)
+        if d > self.max_exact_dim:
+            raise BlockTooLargeError(
+                f"the exact block needs {d:,} Hessian-vector products (one per column of {name!r}, "
+                f"{space} space), over the limit max_exact_dim={self.max_exact_dim:,}. Use "
+                f"s.estimate({other!r}, {name!r}, space={space!r}) for streaming estimates with error bars, "
+                "or raise the limit with Session(..., max_exact_dim=...).")
+        return d
+
+    def _sweep(self, w: str, outs: Sequence[str], space: str, should_stop=None, progress=None
+               ) -> dict[str, dict[str, torch.Tensor]]:
+        """Exact columns of group w: {part: {out: H_{out,w} (d_out, d_w)}} for every out group."""
+        self._check_finite()
+        w_atoms = self._atoms(w, space)
+        out_atoms = {o: self._atoms(o, space) for o in outs}
+        all_atoms = list(dict.fromkeys(sum(out_atoms.values(), []) + w_atoms))
+        op = self.operator(all_atoms, space)
+        d_w = op.dim(w_atoms)
+        cols = op.dense_columns(w_atoms, all_atoms, self._chunk(space, d_w), should_stop=should_stop,
+                                progress=progress)
+        return {part: {o: torch.cat([cols[part][a] for a in atoms], dim=0) for o, atoms in out_atoms.items()}
+                for part in cols}
+
+    # -- exact ---------------------------------------------------------------------------------
+    def block(self, v: str, w: str, space: str = "activation", *,
+              should_stop: Callable[[], bool] | None = None,
+              progress: Callable[[int, int], None] | None = None) -> Block:
+        """The exact block H_{v,w} (d_v, d_w) with its GN and tensor parts.
+
+        Activation space: H_{v,w} = ∂²L/∂δ_v∂δ_w at δ = 0 with δ shared by all
+        samples (= the batch average of per-sample Hessians in f_v, f_w).
+        Parameter space: ∂²L/∂θ_v∂θ_w over the parameters under each module.
+        Costs min(d_v, d_w) Hessian-vector products: the smaller group is
+        swept, so ``block(w, v)`` is bitwise ``block(v, w).transpose()``.
+        """
+        self._atoms(v, space), self._atoms(w, space)  # validate names first
+        dv, dw = self.dim(v, space), self.dim(w, space)
+        sweep_w = dw < dv or (dw == dv and self._order(w, space) >= self._order(v, space))
+        if v == w or self._same(v, w, space):
+            self._check_exact(w, space, v)
+            cols = self._sweep(w, [w], space, should_stop, progress)
+            full, gn = cols["full"][w], cols["gn"][w]
+            return Block(v, w, space, (full + full.T) / 2, (gn + gn.T) / 2)
+        if sweep_w:
+            self._check_exact(w, space, v)
+            cols = self._sweep(w, [v], space, should_stop, progress)
+            return Block(v, w, space, cols["full"][v], cols["gn"][v])
+        self._check_exact(v, space, w)
+        cols = self._sweep(v, [w], space, should_stop, progress)
+        return Block(w, v, space, cols["full"][w], cols["gn"][w]).transpose()
+
+    def _same(self, v: str, w: str, space: str) -> bool:
+        return self._atoms(v, space) == self._atoms(w, space)
+
+    def _order(self, name: str, space: str) -> int:
+        if space == "activation":
+            return self._graph().names.index(self._graph().resolve(name).name)
+        return list(self.param_groups.params).index(self._atoms(name, space)[0])
+
+    def coupling(self, v: str, w: str, space: str = "activation") -> float:
+        """C(v, w) = ‖H_vw‖_F / sqrt(‖H_vv‖_F ‖H_ww‖_F), exact (NaN if the denominator < 1e-12)."""
+        return float(self.coupling_map([v, w], space=space).C[0, 1])
+
+    def coupling_map(self, nodes: Sequence[str] | None = None, space: str = "activation", **kw) -> CouplingMap:
+        """Exact norms of every block among ``nodes`` (default: all nodes, or all groups).
+
+        One column sweep per node gives H_{u,w} for every u at once, so the
+        map costs Σ_w d_w Hessian-vector products.  See :class:`CouplingMap`.
+        """
+        last = None
+        for last in self.iter_coupling_map(nodes, space=space, **kw):
+            pass
+        return last
+
+    def iter_coupling_map(self, nodes: Sequence[str] | None = None, space: str = "activation", *,
+                          should_stop: Callable[[], bool] | None = None) -> Iterator[CouplingMap]:
+        """Yield the coupling map after each column sweep (``filled`` marks what is computed)."""
+        if nodes is None:
+            nodes = self.nodes if space == "activation" else self.groups
+        names = list(dict.fromkeys(nodes))
+        for n in names:
+            self._atoms(n, space)
+        for n in names:
+            self._check_exact(n, space, n)
+        k = len(names)
+        z = lambda: torch.zeros(k, k, dtype=torch.float64)  # noqa: E731
+        R, G, T, D = z(), z(), z(), z()
+        filled = torch.zeros(k, k, dtype=torch.bool)
+        dist = self._graph().distances(names) if space == "activation" else \
+            (torch.arange(k)[None] - torch.arange(k)[:, None]).abs()
+        dims = [self.dim(n, space) for n in names]
+        # sweep the smaller side of each pair (ties: the later one), as block() does
+        owner = [[j if (dims[j] < dims[i] or (dims[j] == dims[i] and j >= i)) else i for j in range(k)]
+                 for i in range(k)]
+        for j, w in enumerate(names):
+            cols = self._sweep(w, names, space, should_stop)
+            for i, v in enumerate(names):
+                if owner[i][j] != j:
+                    continue
+                full, gn = cols["full"][v], cols["gn"][v]
+                if i == j:
+                    full, gn = (full + full.T) / 2, (gn + gn.T) / 2
+                vals = (metrics.frobenius(full), metrics.frobenius(gn), metrics.frobenius(full - gn),
+                        metrics.stable_rank(full))
+                for M, val in zip((R, G, T, D), vals):
+                    M[i, j] = M[j, i] = val
+                filled[i, j] = filled[j, i] = True
+            yield CouplingMap(names, space, R.clone(), G.clone(), T.clone(), D.clone(), dist, filled.clone())
+
+    def phi(self, groups: Sequence[str] | None = None) -> float:
+        """Exact Φ = 1 − Σ_v ‖H_{θv,θv}‖_F² / ‖H‖_F² over disjoint parameter groups (default: s.groups).
+
+        ‖H‖_F² = Σ_v ‖H_vv‖_F² + 2 Σ_{v<w} ‖H_vw‖_F², the Hessian restricted to
+        the parameters of the groups.  0 for one group.
+        """
+        groups = list(groups) if groups is not None else self.groups
+        seen: dict[str, str] = {}
+        for g in groups:
+            for p in self._atoms(g, "parameter"):
+                if p in seen:
+                    raise HessExploreError(f"groups {seen[p]!r} and {g!r} share parameter {p!r}; "
+                                           "Φ needs disjoint groups")
+                seen[p] = g
+        cmap = self.coupling_map(groups, space="parameter")
+        R2 = cmap.R ** 2
+        iu = torch.triu_indices(len(groups), len(groups), 1)
+        return metrics.phi_from_norms(R2.diagonal().tolist(), R2[iu[0], iu[1]].tolist())
+
+    # -- streaming --------------------------------------------------------------------------
+    def estimate(self, v: str, w: str, space: str = "activation", probes: int = 200, seed: int = 0, *,
+                 rel_ci: float | None = None, batch_size: int = 8, krylov: bool = True,
+                 should_stop: Callable[[], bool] | None = None) -> Iterator[EstimateSnapshot]:
+        """Stream estimates of R, C, D, GN-Gap, the part norms, ‖H‖₂ (and trace if v = w).
+
+        Yields an :class:`~hessexplore.estimators.EstimateSnapshot` after every
+        ``batch_size`` probes; see :func:`~hessexplore.estimators.stream_block`.
+        Costs O(P) per probe whatever the block size.
+        """
+        if probes < 1:
+            raise HessExploreError("probes must be at least 1")
+        v_atoms, w_atoms = self._atoms(v, space), self._atoms(w, space)
+        self._check_finite()
+        op = self.operator(list(dict.fromkeys(v_atoms + w_atoms)), space)
+        return stream_block(op, v_atoms, w_atoms, v=v, w=w, space=space, probes=probes, batch_size=batch_size,
+                            seed=seed, rel_ci=rel_ci, krylov=krylov, should_stop=should_stop)
+
+    def __repr__(self) -> str:
+        n = len(self.graph.names) if self.graph is not None else "?"
+        return (f"Session({type(self.model).__name__}, batch={self.batch_size}, nodes={n}, "
+                f"groups={len(self.groups)}, device={self.device}, dtype={self.dtype})")
