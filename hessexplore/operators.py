@@ -16,11 +16,20 @@ is the parameters under a module).  For groups v, w the block is
     H^T_{v,w}  = H_{v,w} − H^GN_{v,w}
 
 :class:`CurvatureOperator` multiplies these by batches of vectors.  Full
-products are forward-over-reverse (``jvp`` of ``grad``: exact through
-LayerNorm/BatchNorm, SCIENCE.md §6); GN products are a ``jvp`` through the
-model, a Hessian-vector product of the loss in the outputs (autodiff, so any
-mean-reduced loss works), and a cached ``vjp`` back.  One product with a
-direction in group w's space yields H_{a,w}·t for *every* atom a at once.
+products come in two exact flavours (both agree with finite differences
+through LayerNorm/BatchNorm, SCIENCE.md §6; forward-over-forward is never used):
+
+* ``"forward-over-reverse"`` (``vmap(jvp(grad))``): stateless; used for exact
+  column sweeps.  GN products are a ``jvp`` through the model, a
+  Hessian-vector product of the loss in its outputs, and a cached ``vjp``.
+* ``"double-backward"``: the forward pass and the first backward are recorded
+  once (``create_graph=True``) and every batch of directions costs one
+  batched backward (``is_grads_batched``); J t comes from the double-vjp
+  trick.  Nothing constant across probes is recomputed: used for streaming.
+
+The loss Hessian in the outputs is always taken by autodiff, so any
+mean-reduced loss works.  One product with a direction in group w's space
+yields H_{a,w}·t for *every* atom a at once.
 """
 from __future__ import annotations
 
@@ -118,10 +127,16 @@ class CurvatureOperator:
     (H_{a,w} t_i)ᵀ and (H^GN_{a,w} t_i)ᵀ stacked as (k, d_a).
     """
 
-    def __init__(self, problem: Problem, chunk_size: int | None = None):
+    MODES = ("forward-over-reverse", "double-backward")
+
+    def __init__(self, problem: Problem, mode: str = "forward-over-reverse", chunk_size: int | None = None):
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}")
         self.problem = problem
+        self.mode = mode
         self.chunk_size = chunk_size
         self._vjp_cache: dict[tuple[str, ...], tuple[torch.Tensor, Callable]] = {}
+        self._recorded: _Recorded | None = None
 
     def dim(self, atoms: Sequence[str]) -> int:
         return sum(self.problem.dims[a] for a in atoms)
@@ -172,6 +187,11 @@ class CurvatureOperator:
                  full: bool = True, gn: bool = True) -> Products:
         """Rows of H_{a,w} Tᵀ (and GN) for a in ``out``; T is (k, d_w)."""
         w, out = list(w), list(out)
+        if self.mode == "double-backward":
+            if self._recorded is None:
+                self._recorded = _Recorded(self.problem)
+            rec = self._recorded
+            return Products(rec.full(w, T, out) if full else None, rec.gn(w, T, out) if gn else None)
         return Products(self._full(w, T, out) if full else None,
                         self._gn(w, T, out) if gn else None)
 
@@ -202,3 +222,55 @@ class CurvatureOperator:
             if progress is not None:
                 progress(start + k, d_w)
         return {p: {a: torch.cat(chunks, dim=0).T for a, chunks in d.items()} for p, d in acc.items()}
+
+
+class _Recorded:
+    """Forward pass and first backward of a :class:`Problem`, recorded once at its base point.
+
+    Keeps ``g = ∂L/∂u`` with its graph (create_graph) so that H_{a,w} t =
+    ∂(g_w·t)/∂u_a is one backward; and, for GN, ``Jᵀ ν`` as a linear function
+    of a dummy cotangent ν so that J_w t = ∂(J_wᵀν·t)/∂ν (double-vjp trick),
+    the loss gradient in the outputs ``∂L/∂z`` for H_z, and z itself for Jᵀ.
+    Every product is batched over the k directions with ``is_grads_batched``.
+    """
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        self.atoms = list(problem.dims)
+        with torch.enable_grad():
+            self.vals = {a: problem.base[a].detach().clone().requires_grad_(True) for a in self.atoms}
+            inputs = list(self.vals.values())
+            self.z = problem.output(self.vals)
+            loss = problem.loss_of_output(self.z)
+            self.grads = dict(zip(self.atoms, torch.autograd.grad(loss, inputs, create_graph=True,
+                                                                  allow_unused=True)))
+            self.z_leaf = self.z.detach().requires_grad_(True)
+            (self.gz,) = torch.autograd.grad(problem.loss_of_output(self.z_leaf), self.z_leaf, create_graph=True)
+            self.nu = torch.zeros_like(self.z, requires_grad=True)
+            self.jt_nu = dict(zip(self.atoms, torch.autograd.grad(self.z, inputs, self.nu, create_graph=True,
+                                                                  allow_unused=True)))
+
+    @staticmethod
+    def _backward(outputs, inputs, cotangents, k):
+        """Batched Σ_i ∂(outputs_i · cotangents_i)/∂inputs with missing links as zeros: (k, *input.shape)."""
+        pairs = [(o, c) for o, c in zip(outputs, cotangents) if o is not None and o.requires_grad]
+        if not pairs:
+            return [torch.zeros((k,) + tuple(x.shape), dtype=x.dtype, device=x.device) for x in inputs]
+        got = torch.autograd.grad([o for o, _ in pairs], inputs, [c for _, c in pairs],
+                                  retain_graph=True, allow_unused=True, is_grads_batched=True)
+        return [g if g is not None else torch.zeros((k,) + tuple(x.shape), dtype=x.dtype, device=x.device)
+                for g, x in zip(got, inputs)]
+
+    def full(self, w: list[str], T: torch.Tensor, out: list[str]) -> Flat:
+        k = T.shape[0]
+        ts = _split(T, w, self.problem.dims)
+        got = self._backward([self.grads[a] for a in w], [self.vals[a] for a in out], [ts[a] for a in w], k)
+        return dict(zip(out, got))
+
+    def gn(self, w: list[str], T: torch.Tensor, out: list[str]) -> Flat:
+        k = T.shape[0]
+        ts = _split(T, w, self.problem.dims)
+        (dz,) = self._backward([self.jt_nu[a] for a in w], [self.nu], [ts[a] for a in w], k)
+        (hdz,) = self._backward([self.gz], [self.z_leaf], [dz], k)
+        got = self._backward([self.z], [self.vals[a] for a in out], [hdz], k)
+        return dict(zip(out, got))

@@ -202,10 +202,14 @@ class Session:
     def _fingerprint(self) -> tuple:
         return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
 
-    def operator(self, atoms: Sequence[str], space: str) -> CurvatureOperator:
-        """A :class:`CurvatureOperator` over the given atoms (cached while the weights are unchanged)."""
+    def operator(self, atoms: Sequence[str], space: str, mode: str = "forward-over-reverse") -> CurvatureOperator:
+        """A :class:`CurvatureOperator` over the given atoms (cached while the weights are unchanged).
+
+        ``mode="double-backward"`` records the forward and first backward once
+        (fast repeated products, holds the graph); the default is stateless.
+        """
         atoms = list(dict.fromkeys(atoms))
-        key = (space, tuple(atoms), self._fingerprint())
+        key = (space, tuple(atoms), mode, self._fingerprint())
         op = self._ops.get(key)
         if op is None:
             if space == "activation":
@@ -213,7 +217,7 @@ class Session:
                                             self.dtype, self.device)
             else:
                 problem = ParameterProblem(self.model, self.inputs, self._loss_of_output, atoms)
-            op = CurvatureOperator(problem)
+            op = CurvatureOperator(problem, mode)
             if len(self._ops) > 16:
                 self._ops.clear()
             self._ops[key] = op
@@ -375,7 +379,7 @@ class Session:
             raise HessExploreError("probes must be at least 1")
         v_atoms, w_atoms = self._atoms(v, space), self._atoms(w, space)
         self._check_finite()
-        op = self.operator(list(dict.fromkeys(v_atoms + w_atoms)), space)
+        op = self.operator(list(dict.fromkeys(v_atoms + w_atoms)), space, mode="double-backward")
         return stream_block(op, v_atoms, w_atoms, v=v, w=w, space=space, probes=probes, batch_size=batch_size,
                             seed=seed, rel_ci=rel_ci, krylov=krylov, should_stop=should_stop)
 
