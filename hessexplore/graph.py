@@ -62,6 +62,7 @@ class _NamingTracer(fx.Tracer):
         self.outputs: dict[fx.Node, list[str]] = {}   # node -> module names (innermost first)
         self.calls: dict[str, int] = {}
         self.stack: list[str] = []
+        self.failed_in: list[str] | None = None
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return qualname in self.leaf_names or super().is_leaf_module(m, qualname)
@@ -74,6 +75,10 @@ class _NamingTracer(fx.Tracer):
         self.stack.append(name)
         try:
             result = super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:      # innermost module where tracing broke
+                self.failed_in = list(self.stack)
+            raise
         finally:
             self.stack.pop()
         if isinstance(result, fx.Proxy):
@@ -123,7 +128,7 @@ class ModelGraph:
         try:
             graph = tracer.trace(model)
         except Exception as exc:  # noqa: BLE001 - rethrown with a readable message
-            raise TracingError(_describe_trace_failure(exc, tracer.stack, model)) from exc
+            raise TracingError(_describe_trace_failure(exc, tracer.failed_in or [], model)) from exc
         self.module = fx.GraphModule(tracer.root, graph)
         self.model = model
         self.batch_size = int(example_args[0].shape[0])
@@ -216,7 +221,8 @@ class ModelGraph:
         """The node addressed by ``name`` (primary name, container alias or fx name)."""
         node = self._lookup.get(name) if isinstance(name, str) else None
         if node is None:
-            raise unknown_name("node", name, self.names,
+            known = self.names + [a for n in self.addressable for a in n.aliases]
+            raise unknown_name("node", name, known,
                                hint="A module's qualified name addresses its forward output; "
                                     "see Session.nodes.")
         if not node.addressable:
@@ -313,10 +319,15 @@ class ModelGraph:
                 mod = self.model.get_submodule(name)
             except AttributeError:
                 continue
-            parent = name.rsplit(".", 1)[0] if "." in name else None
+            parent = name
+            while "." in parent:        # nearest enclosing container that is drawn
+                parent = parent.rsplit(".", 1)[0]
+                if parent in names:
+                    break
+            else:
+                parent = None
             children = [f"{name}.{c}" if name else c for c, _ in mod.named_children()]
-            out.append({"name": name, "type": type(mod).__name__,
-                        "parent": parent if parent in names else None,
+            out.append({"name": name, "type": type(mod).__name__, "parent": parent,
                         "params": sum(p.numel() for p in mod.parameters()), "children": children})
         return out
 

@@ -48,28 +48,40 @@ Flat = dict[str, torch.Tensor]
 
 
 class Problem:
-    """Mean loss as a function of flat atoms.  Subclasses set ``dims``, ``base`` and ``output``."""
+    """Mean loss ``loss_fn(z(u), targets)`` as a function of flat atoms.
+
+    Subclasses set ``dims``, ``base`` and ``output``.
+    """
 
     dims: dict[str, int]
     base: Flat
 
-    def __init__(self, loss_of_output: Callable[[torch.Tensor], torch.Tensor]):
-        self.loss_of_output = loss_of_output
+    def __init__(self, loss_fn: Callable, targets):
+        self.loss_fn = loss_fn
+        self.targets = targets
 
     def output(self, values: Flat) -> torch.Tensor:  # pragma: no cover - abstract
         """Model output z (B, …) with the given atoms replaced (others at ``base``)."""
         raise NotImplementedError
 
-    def loss(self, values: Flat) -> torch.Tensor:
-        return self.loss_of_output(self.output(values))
+    def loss_of_output(self, z: torch.Tensor, targets=None) -> torch.Tensor:
+        return self.loss_fn(z, self.targets if targets is None else targets)
+
+    def loss(self, values: Flat, targets=None) -> torch.Tensor:
+        return self.loss_of_output(self.output(values), targets)
+
+    def _dual_targets(self) -> bool:
+        """Float targets get an explicit zero tangent in forward mode: torch 2.13's forward-over-reverse
+        of e.g. ``mse_loss`` fails with "ZeroTensors are immutable" when the target has none (pytorch#123996)."""
+        return torch.is_tensor(self.targets) and self.targets.is_floating_point()
 
 
 class ActivationProblem(Problem):
     """Atoms are shared zero perturbations δ_a of graph nodes (per-sample shape, flattened)."""
 
-    def __init__(self, graph: ModelGraph, inputs: tuple, loss_of_output, names: Sequence[str],
+    def __init__(self, graph: ModelGraph, inputs: tuple, loss_fn, targets, names: Sequence[str],
                  dtype: torch.dtype, device: torch.device):
-        super().__init__(loss_of_output)
+        super().__init__(loss_fn, targets)
         self.names = list(dict.fromkeys(names))
         self.shapes = {n: graph.resolve(n).shape for n in self.names}
         self.dims = {n: math.prod(s) for n, s in self.shapes.items()}
@@ -85,8 +97,8 @@ class ActivationProblem(Problem):
 class ParameterProblem(Problem):
     """Atoms are parameter tensors θ_a (flattened); the others stay at the model's values."""
 
-    def __init__(self, model: nn.Module, inputs: tuple, loss_of_output, names: Sequence[str]):
-        super().__init__(loss_of_output)
+    def __init__(self, model: nn.Module, inputs: tuple, loss_fn, targets, names: Sequence[str]):
+        super().__init__(loss_fn, targets)
         params = dict(model.named_parameters())
         self.model = model
         self.names = list(dict.fromkeys(names))
@@ -146,15 +158,20 @@ class CurvatureOperator:
         base = p.base
         others = {a: base[a] for a in out if a not in w}
         wbase = {a: base[a] for a in w}
+        y0 = p.targets
 
-        def gradient(wvals: Flat) -> Flat:
+        def gradient(wvals: Flat, y) -> Flat:
             def L(ovals, wv):
-                return p.loss({**base, **ovals, **wv})
+                return p.loss({**base, **ovals, **wv}, y)
             go, gw = grad(L, argnums=(0, 1))(others, wvals)
             return {a: (go[a] if a in go else gw[a]) for a in out}
 
-        def column(t: torch.Tensor) -> Flat:
-            return jvp(gradient, (wbase,), (_split(t, w, p.dims),))[1]
+        if p._dual_targets():
+            def column(t: torch.Tensor) -> Flat:
+                return jvp(gradient, (wbase, y0), (_split(t, w, p.dims), torch.zeros_like(y0)))[1]
+        else:
+            def column(t: torch.Tensor) -> Flat:
+                return jvp(lambda wv: gradient(wv, y0), (wbase,), (_split(t, w, p.dims),))[1]
 
         return vmap(column, chunk_size=self.chunk_size)(T)
 
@@ -173,11 +190,16 @@ class CurvatureOperator:
         base = p.base
         z, pullback = self._output_vjp(out)
         wbase = {a: base[a] for a in w}
-        loss_grad = grad(p.loss_of_output)
+        loss_grad = grad(p.loss_of_output)   # ∂L/∂z as a function of (z, y)
+        y0 = p.targets
+        dual = p._dual_targets()
 
         def column(t: torch.Tensor) -> Flat:
             _, dz = jvp(lambda wv: p.output({**base, **wv}), (wbase,), (_split(t, w, p.dims),))
-            _, hdz = jvp(loss_grad, (z,), (dz,))
+            if dual:
+                _, hdz = jvp(loss_grad, (z, y0), (dz, torch.zeros_like(y0)))
+            else:
+                _, hdz = jvp(lambda zz: loss_grad(zz, y0), (z,), (dz,))
             return pullback(hdz)[0]
 
         return vmap(column, chunk_size=self.chunk_size)(T)
