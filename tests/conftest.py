@@ -13,6 +13,15 @@ for _p in (os.path.dirname(_HERE), _HERE):  # repo root (hessexplore without an 
         sys.path.insert(0, _p)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_intra_op_thread():
+    """Every test model is tiny: one intra-op thread avoids OpenMP contention on shared 2-core machines."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def single_thread():
     """Tiny float64 models are 10-100x faster on one intra-op thread than on contended cores."""
