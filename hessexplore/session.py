@@ -110,9 +110,6 @@ class Session:
         self._ops: dict = {}
 
     # -- validation --------------------------------------------------------------------------
-    def _loss_of_output(self, z: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(z, self.targets)
-
     def _check_output_and_loss(self, check_loss: bool) -> None:
         with torch.no_grad():
             z = self.model(*self.inputs)
@@ -213,12 +210,12 @@ class Session:
         op = self._ops.get(key)
         if op is None:
             if space == "activation":
-                problem = ActivationProblem(self._graph(), self.inputs, self._loss_of_output, atoms,
+                problem = ActivationProblem(self._graph(), self.inputs, self.loss_fn, self.targets, atoms,
                                             self.dtype, self.device)
             else:
-                problem = ParameterProblem(self.model, self.inputs, self._loss_of_output, atoms)
+                problem = ParameterProblem(self.model, self.inputs, self.loss_fn, self.targets, atoms)
             op = CurvatureOperator(problem, mode)
-            if len(self._ops) > 16:
+            if len(self._ops) >= 8:   # recorded operators hold a graph each
                 self._ops.clear()
             self._ops[key] = op
         return op
