@@ -100,7 +100,9 @@ class Session:
             raise HessExploreError("the first model input must be a tensor with the batch as first dimension")
         for t in self.inputs:
             if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                raise HessExploreError("the input batch x contains NaN or Inf")
+                raise HessExploreError("the input batch x contains NaN or Inf, so the loss and its curvature "
+                                       "are undefined: drop or impute those samples (e.g. x[torch.isfinite(x)"
+                                       ".flatten(1).all(1)]) before creating the session")
         self.batch_size = int(self.inputs[0].shape[0])
         self.max_exact_dim = int(max_exact_dim)
         self.memory_budget = memory_budget
@@ -295,6 +297,8 @@ class Session:
 
     def coupling(self, v: str, w: str, space: str = "activation") -> float:
         """C(v, w) = ‖H_vw‖_F / sqrt(‖H_vv‖_F ‖H_ww‖_F), exact (NaN if the denominator < 1e-12)."""
+        if self._same(v, w, space):   # C(v, v) = ‖H_vv‖ / ‖H_vv‖
+            return float(self.coupling_map([v], space=space).C[0, 0])
         return float(self.coupling_map([v, w], space=space).C[0, 1])
 
     def coupling_map(self, nodes: Sequence[str] | None = None, space: str = "activation", **kw) -> CouplingMap:
