@@ -1,0 +1,156 @@
+// Live metric cards (value ± stderr with a sparkline of the running estimate).
+
+import { h, s } from "./dom.js";
+import { valueErrParts, formatValueErr, metricEntry, toNumber } from "./codec.js";
+
+export const METRICS = [
+  { name: "resonance", sym: "R", label: "resonance", title: "Resonance R = ‖H_vw‖_F" },
+  { name: "coupling", sym: "C", label: "coupling", title: "Coupling C = ‖H_vw‖_F / √(‖H_vv‖_F ‖H_ww‖_F)" },
+  { name: "stable_rank", sym: "D", label: "stable rank", title: "Stable rank D = ‖H‖_F² / ‖H‖₂²" },
+  { name: "gn_gap", sym: "GN-Gap", label: "", title: "GN-Gap = ‖H^T‖_F / ‖H^GN‖_F (0 = pure Gauss–Newton)" },
+  { name: "spectral_norm", sym: "‖H‖_2", label: "spectral", title: "Spectral norm ‖H_vw‖₂" },
+  { name: "trace", sym: "tr H", label: "trace", title: "Trace of a diagonal block (diagonal blocks only)" },
+  { name: "norm_full", sym: "‖H‖_F", label: "full", title: "Frobenius norm of the block" },
+  { name: "norm_gn", sym: "‖H^{GN}‖_F", label: "GN part", title: "Frobenius norm of the Gauss–Newton part" },
+  { name: "norm_tensor", sym: "‖H^T‖_F", label: "tensor part", title: "Frobenius norm of the tensor part H − H^GN" },
+];
+
+/** Nodes for a tiny TeX-like symbol: "‖H^{GN}‖_F" -> ‖H<sup>GN</sup>‖<sub>F</sub>. */
+export function symbolNodes(sym) {
+  const out = [];
+  const re = /([_^])(\{[^}]*\}|.)/g;
+  let last = 0;
+  let m;
+  while ((m = re.exec(sym)) !== null) {
+    if (m.index > last) out.push(sym.slice(last, m.index));
+    const body = m[2].startsWith("{") ? m[2].slice(1, -1) : m[2];
+    out.push(h(m[1] === "_" ? "sub" : "sup", {}, body));
+    last = re.lastIndex;
+  }
+  if (last < sym.length) out.push(sym.slice(last));
+  return out;
+}
+
+/** Path data of a sparkline (line and ± stderr band) over history [[probes, value, stderr], ...]. */
+export function sparkPaths(history, width = 100, height = 18, pad = 1.5) {
+  const pts = (history || []).map((r) => [toNumber(r[0]), toNumber(r[1]), toNumber(r[2])]).filter((r) => r[0] !== null && r[1] !== null);
+  if (pts.length < 2) return null;
+  let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+  for (const [p, v, e] of pts) {
+    const err = e !== null && Number.isFinite(e) ? e : 0;
+    x0 = Math.min(x0, p); x1 = Math.max(x1, p);
+    y0 = Math.min(y0, v - err); y1 = Math.max(y1, v + err);
+  }
+  if (!(x1 > x0)) x1 = x0 + 1;
+  if (!(y1 > y0)) { y0 -= 1e-12 + Math.abs(y0) * 0.05; y1 += 1e-12 + Math.abs(y1) * 0.05; }
+  const X = (p) => ((p - x0) / (x1 - x0)) * width;
+  const Y = (v) => pad + (1 - (v - y0) / (y1 - y0)) * (height - 2 * pad);
+  const f = (n) => n.toFixed(2);
+  const line = "M" + pts.map(([p, v]) => `${f(X(p))},${f(Y(v))}`).join("L");
+  const up = pts.map(([p, v, e]) => `${f(X(p))},${f(Y(v + (e || 0)))}`);
+  const down = pts.slice().reverse().map(([p, v, e]) => `${f(X(p))},${f(Y(v - (e || 0)))}`);
+  const band = "M" + up.join("L") + "L" + down.join("L") + "Z";
+  return { line, band };
+}
+
+function card(def) {
+  const value = h("span", { class: "hx-metric-v" }, "—");
+  const err = h("span", { class: "hx-metric-err" });
+  const exp = h("span", { class: "hx-metric-exp" });
+  const band = s("path", { class: "hx-spark-band" });
+  const line = s("path", { class: "hx-spark-line", "vector-effect": "non-scaling-stroke" });
+  const spark = s("svg", { class: "hx-spark", viewBox: "0 0 100 18", preserveAspectRatio: "none", "aria-hidden": "true" }, band, line);
+  const el = h("div", {
+    class: "hx-metric hx-absent", "data-hx-metric": def.name, "data-hx-value": "", "data-hx-stderr": "", "data-hx-probes": "",
+    title: def.title || def.name,
+  },
+  h("div", { class: "hx-metric-name" }, h("span", { class: "hx-metric-sym" }, symbolNodes(def.sym || def.name)), def.label ? h("span", {}, def.label) : null),
+  h("div", { class: "hx-metric-value" }, value, err, exp),
+  spark);
+  return { el, value, err, exp, band, line, def };
+}
+
+/** @returns {{el, update(data), clear()}} */
+export function createMetricsPanel() {
+  const sub = h("span", { class: "hx-panel-sub" }, "pick two nodes");
+  const grid = h("div", { class: "hx-metrics" });
+  const cards = new Map();
+  for (const def of METRICS) {
+    const c = card(def);
+    cards.set(def.name, c);
+    grid.append(c.el);
+  }
+  const el = h("section", { class: "hx-panel hx-metrics-panel" },
+    h("div", { class: "hx-panel-head" }, h("span", { class: "hx-panel-title" }, "Metrics"), sub),
+    h("div", { class: "hx-panel-body" }, grid));
+
+  function setCard(c, entry, history, probes, exact) {
+    const { value, stderr } = metricEntry(entry);
+    const present = entry !== undefined && entry !== null;
+    const el = c.el;
+    el.classList.toggle("hx-absent", !present);
+    el.setAttribute("data-hx-value", present ? (value === null ? "NaN" : String(value)) : "");
+    el.setAttribute("data-hx-stderr", present ? (exact ? "0" : stderr === null ? "" : String(stderr)) : "");
+    el.setAttribute("data-hx-probes", present ? String(probes ?? "") : "");
+    const parts = valueErrParts(value, exact ? null : stderr);
+    c.value.textContent = present ? parts.value : "—";
+    c.err.textContent = present && parts.err !== null ? ` ± ${parts.err}` : "";
+    c.exp.textContent = present && parts.exp !== null ? ` ×10${superscript(parts.exp)}` : "";
+    if (parts.exp !== null && parts.err !== null) {
+      c.value.textContent = "(" + parts.value;
+      c.err.textContent = ` ± ${parts.err})`;
+    }
+    el.title = `${c.def.title || c.def.name}${present ? "\n" + formatValueErr(value, exact ? null : stderr) : ""}`;
+    // Stochastic D below 1 / C above 1 are noise or tensor curvature: flag, never clamp.
+    const warn = present && value !== null && ((c.def.name === "stable_rank" && value < 1) || (c.def.name === "coupling" && value > 1));
+    el.classList.toggle("hx-metric-warn", !!warn);
+    const paths = present && !exact ? sparkPaths(history) : null;
+    c.band.setAttribute("d", paths ? paths.band : "");
+    c.line.setAttribute("d", paths ? paths.line : "");
+  }
+
+  return {
+    el,
+    /**
+     * @param {{source: "stream"|"exact", v, w, space, probes, done, metrics: object, history?: object}|null} d
+     */
+    update(d) {
+      if (!d || !d.metrics) { this.clear(); return; }
+      const exact = d.source === "exact";
+      const probes = exact ? 0 : d.probes;
+      for (const name of Object.keys(d.metrics)) {
+        if (!cards.has(name)) {
+          const c = card({ name, sym: name.replace(/_/g, " "), label: "" });
+          cards.set(name, c);
+          grid.append(c.el);
+        }
+      }
+      for (const c of cards.values()) setCard(c, d.metrics[c.def.name], d.history && d.history[c.def.name], probes, exact);
+      const pair = d.v != null ? `H[${d.v}, ${d.w ?? d.v}]` : "";
+      const p = toNumber(d.probes) ?? 0;
+      const budget = toNumber(d.budget);
+      const count = budget !== null && !d.done ? `${p}/${budget} probes …` : `${p} probes${d.done ? "" : " …"}`;
+      const bits = [pair, d.space, exact ? "exact" : count].filter(Boolean);
+      sub.textContent = bits.join(" · ");
+      sub.title = sub.textContent;
+    },
+    clear() {
+      for (const c of cards.values()) setCard(c, undefined, null, "", false);
+      sub.textContent = "pick two nodes";
+      sub.title = "";
+    },
+    /** Rows for the PNG export. */
+    rows() {
+      return [...cards.values()].filter((c) => !c.el.classList.contains("hx-absent")).map((c) => ({
+        name: c.def.sym || c.def.name, label: c.def.label || "", text: c.el.title.split("\n")[1] || "—",
+      }));
+    },
+    subtitle: () => (sub.textContent === "pick two nodes" ? "" : sub.textContent),
+  };
+}
+
+const SUP = { "-": "⁻", 0: "⁰", 1: "¹", 2: "²", 3: "³", 4: "⁴", 5: "⁵", 6: "⁶", 7: "⁷", 8: "⁸", 9: "⁹" };
+function superscript(n) {
+  return String(n).split("").map((ch) => SUP[ch] ?? ch).join("");
+}
+

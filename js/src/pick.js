@@ -1,0 +1,58 @@
+// Pure selection logic of the explorer (no DOM): the pick state machine, the compute
+// message, and which trait feeds the metric cards.
+
+export const PROTOCOL = 1;
+export const DEFAULT_SELECTION = { v: null, w: null, space: "activation", mode: "stream", probes: 200, rel_ci: null };
+
+/**
+ * Next selection after picking `name`: the first pick sets v (w cleared), the second sets w
+ * and asks for a compute (picking v again gives the diagonal block). A pick after a complete
+ * pair starts over.
+ * @returns {{patch: object, compute: boolean}}
+ */
+export function pickNext(sel, name) {
+  if (sel && sel.v != null && sel.w == null) return { patch: { w: name }, compute: true };
+  return { patch: { v: name, w: null }, compute: false };
+}
+
+/** The `compute` message for a selection (w defaults to v), or null without v. */
+export function computeMessage(sel) {
+  const s = { ...DEFAULT_SELECTION, ...(sel || {}) };
+  if (s.v == null) return null;
+  const probes = Math.max(1, Math.round(Number(s.probes) || DEFAULT_SELECTION.probes));
+  return {
+    protocol: PROTOCOL, type: "compute", v: String(s.v), w: String(s.w ?? s.v),
+    space: s.space === "parameter" ? "parameter" : "activation",
+    mode: s.mode === "exact" ? "exact" : "stream",
+    probes,
+    rel_ci: typeof s.rel_ci === "number" && s.rel_ci > 0 ? s.rel_ci : null,
+  };
+}
+
+function nonEmpty(o) {
+  return !!o && typeof o === "object" && Object.keys(o).length > 0;
+}
+
+/**
+ * What the metric cards show: the newer (by job number) of the streamed `estimate` and the
+ * exact `block` metrics; ties go to the estimate. Exact metrics carry no stderr. A newer
+ * estimate with no metrics yet (a stream that just started) wins over an older block.
+ * @returns {{source: "stream"|"exact", v, w, space, probes, done, metrics, history?}|null}
+ */
+export function metricsSource(estimate, block) {
+  // A streaming job publishes its estimate (empty metrics) as it starts: show that pair.
+  const estOk = nonEmpty(estimate) && estimate.metrics !== null && typeof estimate.metrics === "object";
+  const blkOk = nonEmpty(block) && nonEmpty(block.metrics);
+  const job = (x) => (typeof x.job === "number" ? x.job : -1);
+  if (estOk && (!blkOk || job(estimate) >= job(block)) && (nonEmpty(estimate.metrics) || !blkOk || job(estimate) > job(block))) {
+    return { source: "stream", ...estimate };
+  }
+  if (blkOk) {
+    const metrics = {};
+    for (const [k, v] of Object.entries(block.metrics)) {
+      metrics[k] = { value: v !== null && typeof v === "object" ? v.value : v, stderr: null };
+    }
+    return { source: "exact", v: block.v, w: block.w, space: block.space, probes: 0, done: true, metrics };
+  }
+  return null;
+}

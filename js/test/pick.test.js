@@ -1,0 +1,42 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { pickNext, computeMessage, metricsSource, DEFAULT_SELECTION } from "../src/pick.js";
+
+test("first click = v, second = w (+ compute), same node twice = diagonal, then start over", () => {
+  let sel = { ...DEFAULT_SELECTION };
+  let r = pickNext(sel, "blocks.0");
+  assert.deepEqual(r, { patch: { v: "blocks.0", w: null }, compute: false });
+  sel = { ...sel, ...r.patch };
+  r = pickNext(sel, "blocks.2");
+  assert.deepEqual(r, { patch: { w: "blocks.2" }, compute: true });
+  sel = { ...sel, ...r.patch };
+  r = pickNext(sel, "head");
+  assert.deepEqual(r, { patch: { v: "head", w: null }, compute: false });
+  sel = { ...sel, ...r.patch };
+  r = pickNext(sel, "head");
+  assert.deepEqual(r, { patch: { w: "head" }, compute: true });
+});
+
+test("compute message follows the protocol", () => {
+  assert.equal(computeMessage({ v: null }), null);
+  assert.deepEqual(computeMessage({ v: "a", w: "b", space: "parameter", mode: "exact", probes: 50.4, rel_ci: 0.05 }),
+    { protocol: 1, type: "compute", v: "a", w: "b", space: "parameter", mode: "exact", probes: 50, rel_ci: 0.05 });
+  assert.deepEqual(computeMessage({ v: "a", probes: "x", rel_ci: 0, space: "weird", mode: "weird" }),
+    { protocol: 1, type: "compute", v: "a", w: "a", space: "activation", mode: "stream", probes: 200, rel_ci: null });
+});
+
+test("metric cards follow the newest job; exact blocks carry no stderr", () => {
+  const est = { job: 3, v: "a", w: "b", probes: 40, done: false, metrics: { resonance: { value: 1, stderr: 0.1 } }, history: {} };
+  const blk = { job: 2, v: "a", w: "b", space: "activation", metrics: { resonance: 0.9, gn_gap: null } };
+  assert.equal(metricsSource(est, blk).source, "stream");
+  const newer = metricsSource(est, { ...blk, job: 4 });
+  assert.equal(newer.source, "exact");
+  assert.deepEqual(newer.metrics.resonance, { value: 0.9, stderr: null });
+  assert.deepEqual(newer.metrics.gn_gap, { value: null, stderr: null });
+  assert.equal(metricsSource({}, {}), null);
+  assert.equal(metricsSource(null, undefined), null);
+  assert.equal(metricsSource({ job: 1, metrics: {} }, blk).source, "exact");
+  const starting = metricsSource({ job: 5, v: "c", w: "d", probes: 0, budget: 200, metrics: {}, history: {} }, blk);
+  assert.equal(starting.source, "stream");
+  assert.deepEqual(starting.metrics, {});
+});
