@@ -2,15 +2,29 @@
 
 Hessian blocks between any two nodes (or parameter groups) of a PyTorch
 model's DAG, split into Gauss–Newton and tensor parts, exact or streamed with
-error bars.  Start with :class:`Session`.
+error bars; layer-wise spectra and their evolution over training; a Jupyter
+explorer.  Start with :class:`Session`, :func:`explore` or :class:`Tracker`.
 """
 from .errors import (BlockTooLargeError, HessExploreError, LossError, ModelStateError, TracingError,
                      UnknownNameError)
 from .estimators import Estimate, EstimateSnapshot
 from .results import Block, CouplingMap
 from .session import Session
+from .spectra import Spectrum
+from .tracker import Run, Tracker
 
 __version__ = "0.1.0"
 
-__all__ = ["Session", "Block", "CouplingMap", "Estimate", "EstimateSnapshot", "HessExploreError",
-           "TracingError", "ModelStateError", "LossError", "UnknownNameError", "BlockTooLargeError"]
+
+def __getattr__(name):
+    # hx.explore / hx.Explorer live in .widget, imported on first use so that the library and
+    # the CLI do not pay for (or need) ipywidgets/anywidget
+    if name in ("explore", "Explorer"):
+        from . import widget
+        return getattr(widget, name)
+    raise AttributeError(f"module 'hessexplore' has no attribute {name!r}")
+
+
+__all__ = ["Session", "explore", "Explorer", "Tracker", "Run", "Block", "CouplingMap", "Spectrum",
+           "Estimate", "EstimateSnapshot", "HessExploreError", "TracingError", "ModelStateError",
+           "LossError", "UnknownNameError", "BlockTooLargeError"]

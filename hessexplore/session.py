@@ -384,6 +384,59 @@ class Session:
         return stream_block(op, v_atoms, w_atoms, v=v, w=w, space=space, probes=probes, batch_size=batch_size,
                             seed=seed, rel_ci=rel_ci, krylov=krylov, should_stop=should_stop)
 
+    # -- layer-wise spectra (SCIENCE.md §5) ----------------------------------------------------
+    def spectrum(self, group: str, part: str = "full", method: str = "auto", **kw) -> "Spectrum":  # noqa: F821
+        """Spectrum of the local Hessian of a parameter group (its diagonal block: the rest frozen).
+
+        ``part``: "full" (the Hessian), "gn" (its Gauss–Newton part) or "tensor" (H − GN).
+        ``method``: "auto" (exact dense eigh up to ``dense_max`` = 3000 parameters, else Lanczos
+        extremes + SLQ density), "exact", "lanczos", "slq" or "lanczos+slq"; the result's ``method``
+        and ``note`` say what ran.  Returns a :class:`~hessexplore.spectra.Spectrum` with
+        ``.eigenvalues`` (exact), ``.top``/``.bottom`` with error bars (Lanczos), ``.grid``/``.density``
+        with resolution ``.sigma``, and ``.stats`` (every SCIENCE.md §5 statistic, tolerance ``tol``).
+        Keywords as :meth:`iter_spectrum`; SLQ probes all run in one batch here unless
+        ``probe_batch`` is given.
+        """
+        kw.setdefault("probe_batch", None)
+        last = None
+        for last in self.iter_spectrum(group, part, method, **kw):
+            pass
+        return last
+
+    def iter_spectrum(self, group: str, part: str = "full", method: str = "auto", *,
+                      should_stop: Callable[[], bool] | None = None, **kw) -> Iterator["Spectrum"]:  # noqa: F821
+        """Yield refining :class:`~hessexplore.spectra.Spectrum` snapshots (last one ``done``).
+
+        Exact: one result.  Lanczos: a snapshot per step with the current top/bottom-k and their
+        residual bounds.  SLQ: a snapshot per batch of ``probe_batch`` (default 4) probes.
+        ``should_stop()`` is polled before every batched product; True raises
+        :class:`~hessexplore.errors.JobCancelled`.  Keywords (see
+        :func:`hessexplore.spectra.iter_spectrum`): ``dense_max`` (3000), ``k`` (5), ``tol`` (1e-6),
+        ``max_iter``, ``check_every``, ``num_probes`` (16), ``num_iter`` (64), ``probe_batch``,
+        ``sigma``, ``grid_size``, ``seed`` (0), ``eps``, ``slq_reorth`` (True).  Products use the
+        recorded double-backward operator of the group; the dense matrix (exact) is built in
+        memory-budgeted chunks.
+        """
+        from . import spectra as _spectra
+
+        atoms = self._atoms(group, "parameter")
+        if part not in _spectra.PARTS:
+            raise HessExploreError(f"part must be one of {_spectra.PARTS}, got {part!r}")
+        if method not in _spectra.METHODS:
+            raise HessExploreError(f"method must be one of {_spectra.METHODS}, got {method!r}")
+        self._check_finite()
+        n = self.dim(group, "parameter")
+        op = self.operator(atoms, "parameter", mode="double-backward")
+        want_full, want_gn = part in ("full", "tensor"), part in ("gn", "tensor")
+
+        def matvec(V: torch.Tensor) -> torch.Tensor:
+            return op.products(atoms, V, atoms, full=want_full, gn=want_gn).rows(part, atoms)
+
+        kw.setdefault("chunk", self._chunk("parameter", n))
+        return _spectra.iter_spectrum(matvec, n, method=method, group=group, part=part,
+                                      max_exact=self.max_exact_dim, dtype=self.dtype, device=self.device,
+                                      should_stop=should_stop, **kw)
+
     def __repr__(self) -> str:
         n = len(self.graph.names) if self.graph is not None else "?"
         return (f"Session({type(self.model).__name__}, batch={self.batch_size}, nodes={n}, "
