@@ -1,0 +1,450 @@
+"""The session layer's job runner and throttled publisher (used by the explorer widget).
+
+One worker computes; the kernel's main thread only validates and enqueues.
+
+* :class:`JobRunner` — one job at a time on an executor (by default one daemon worker thread).
+  The **latest request wins**: submitting a job bumps a generation counter, marks the running
+  and any queued job as superseded (their ``should_stop()`` turns true, so the engine stops
+  within one probe batch) and the publisher drops everything they publish afterwards.  Every
+  job ends in ``done``, ``cancelled`` or ``error`` with a readable message: a
+  :class:`~hessexplore.errors.HessExploreError` message verbatim, anything unexpected
+  summarised in one line (the traceback is kept in :attr:`JobRunner.last_traceback`, never
+  printed: output from a worker thread lands in whichever cell happens to run).
+* :class:`Publisher` — one lock, at most ``max_rate`` writes per second, coalescing (only the
+  latest pending value of each trait is written).  Three writes of a job skip the wait so the
+  page reacts at once: its start (running status), its first result, and its final state
+  (always written).  Between them, streaming updates are throttled.
+  Writes of one generation never interleave with another's: the generation check and the
+  write happen under the same lock, and a new generation discards the old one's pending
+  values.
+* Executors: anything with ``submit(fn)``.  :class:`ThreadExecutor` (default) runs on one
+  daemon thread; :class:`SyncExecutor` runs jobs in the caller's thread (tests, scripts).
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import HessExploreError, JobCancelled
+
+STATES = ("idle", "running", "done", "cancelled", "error")
+FINAL_STATES = ("done", "cancelled", "error")
+
+
+def summarize_exception(exc: BaseException, limit: int = 300) -> str:
+    """One readable line for an error: HessExploreError messages verbatim, others ``Type: first line``."""
+    if isinstance(exc, HessExploreError):
+        return str(exc)
+    text = str(exc).strip().splitlines()
+    first = text[0].strip() if text else ""
+    line = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    if len(line) > limit:
+        line = line[:limit - 1] + "…"
+    return f"internal error ({line})"
+
+
+# ---- executors -------------------------------------------------------------------------------
+class SyncExecutor:
+    """Runs submitted callables at once in the calling thread (re-entrant submits are queued
+    and run after the current one returns, so a job submitted from inside a job runs next)."""
+
+    def __init__(self):
+        self._queue: collections.deque = collections.deque()
+        self._running = False
+
+    def submit(self, fn: Callable[[], Any]) -> None:
+        self._queue.append(fn)
+        if self._running:
+            return
+        self._running = True
+        try:
+            while self._queue:
+                self._queue.popleft()()
+        finally:
+            self._running = False
+
+    def shutdown(self, wait: bool = True) -> None:  # noqa: ARG002 - executor protocol
+        self._queue.clear()
+
+
+class ThreadExecutor:
+    """One daemon worker thread, started on first use (a job still running at interpreter exit
+    does not keep the process alive)."""
+
+    def __init__(self, name: str = "hessexplore-worker"):
+        self._name = name
+        self._queue: collections.deque = collections.deque()
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def submit(self, fn: Callable[[], Any]) -> None:
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("the executor is shut down")
+            self._queue.append(fn)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._closed:
+                    self._cv.wait()
+                if self._closed and not self._queue:
+                    return
+                fn = self._queue.popleft()
+            try:
+                fn()
+            except BaseException:  # noqa: BLE001 - the runner reports job errors itself; keep the loop alive
+                pass
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
+        with self._cv:
+            self._closed = True
+            self._queue.clear()
+            self._cv.notify_all()
+            t = self._thread
+        if wait and t is not None and t is not threading.current_thread():
+            t.join(timeout)
+
+
+# ---- publisher -------------------------------------------------------------------------------
+class Publisher:
+    """Throttled, coalescing, generation-checked writer of widget traits.
+
+    ``write(updates: dict)`` does the actual writing (the widget sets its traits inside
+    ``hold_sync()``); it is always called with the lock held, from whichever thread flushes
+    (the worker, a deferred-flush timer, or the main thread).
+    """
+
+    def __init__(self, write: Callable[[dict], None], max_rate: float = 20.0, *,
+                 clock: Callable[[], float] = time.monotonic):
+        self._write = write
+        self.interval = 1.0 / max_rate if max_rate and max_rate > 0 else 0.0
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._job = 0
+        self._pending: dict[str, Any] = {}
+        self._last = -float("inf")
+        self._timer: threading.Timer | None = None
+        self._closed = False
+        self.writes = 0      # number of write() calls (flushes)
+        self.dropped = 0     # updates refused because their job was superseded
+        self.write_errors = 0
+        self.last_write_error: str | None = None
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
+
+    @property
+    def job(self) -> int:
+        return self._job
+
+    def begin(self, job: int) -> bool:
+        """Start generation ``job``: older jobs' pending values are discarded, their updates
+        refused.  Generations only move forward (an older ``job`` is ignored: False)."""
+        with self._lock:
+            if job < self._job:
+                return False
+            if job > self._job:
+                self._job = job
+                self._pending.clear()
+            return True
+
+    def update(self, job: int, *, final: bool = False, now: bool = False, **traits: Any) -> bool:
+        """Queue trait values for ``job``; returns False (and writes nothing) if the job is stale.
+
+        The write happens at once if the last one is at least ``interval`` old (or ``final`` /
+        ``now``: a job's final state, its start and first result), otherwise a deferred flush
+        is scheduled; values of the same trait coalesce.
+        """
+        with self._lock:
+            if job != self._job or self._closed:
+                self.dropped += 1
+                return False
+            self._pending.update(traits)
+            t = self._clock()
+            if final or now or t - self._last >= self.interval:
+                self._flush_locked(t)
+            else:
+                self._schedule_locked(self.interval - (t - self._last))
+            return True
+
+    def flush(self) -> None:
+        """Write whatever is pending now (ignores the rate limit)."""
+        with self._lock:
+            self._flush_locked(self._clock())
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._pending.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    # -- internals --
+    def _schedule_locked(self, delay: float) -> None:
+        if self._timer is not None:
+            return
+        t = threading.Timer(max(delay, 0.0), self._on_timer)
+        t.daemon = True
+        t.name = "hessexplore-publisher"
+        self._timer = t
+        t.start()
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            self._timer = None
+            if not self._pending or self._closed:
+                return
+            now = self._clock()
+            wait = self.interval - (now - self._last)
+            if wait > 1e-4:   # timers may fire a little early: keep the rate bound exact
+                self._schedule_locked(wait)
+                return
+            self._flush_locked(now)
+
+    def _flush_locked(self, now: float) -> None:
+        if not self._pending:
+            return
+        updates, self._pending = self._pending, {}
+        self._last = now
+        self.writes += 1
+        try:
+            self._write(updates)
+        except Exception as exc:  # noqa: BLE001 - a failing write must not kill the worker
+            self.write_errors += 1
+            self.last_write_error = summarize_exception(exc)
+
+
+# ---- jobs ------------------------------------------------------------------------------------
+@dataclass
+class Job:
+    """One unit of work; ``fn(ctx)`` returns the message shown when it is done."""
+
+    id: int
+    kind: str
+    label: str
+    fn: Callable[["JobContext"], str | None]
+    stop: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    stop_reason: str | None = None       # "user" | "superseded" | "shutdown"
+    state: str = "queued"
+    message: str = ""
+    started: float | None = None
+    ended: float | None = None
+
+    def cancel(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.stop.set()
+
+
+class JobContext:
+    """What a running job sees: ``should_stop`` for the engine, ``publish`` for results."""
+
+    def __init__(self, job: Job, runner: "JobRunner"):
+        self.job = job
+        self._runner = runner
+        self.summary = ""        # progress so far in words, used in the "cancelled" message
+        self.progress_value = 0.0
+        self._first_result = True
+
+    @property
+    def id(self) -> int:
+        return self.job.id
+
+    def should_stop(self) -> bool:
+        return self.job.stop.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`JobCancelled` if the job was cancelled or superseded."""
+        if self.job.stop.is_set():
+            raise JobCancelled()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.job.started if self.job.started is not None else 0.0
+
+    def status(self, state: str = "running", message: str | None = None, progress: float | None = None) -> dict:
+        if progress is not None:
+            self.progress_value = float(min(max(progress, 0.0), 1.0))
+        return {"state": state, "message": self.job.label if message is None else message, "job": self.job.id,
+                "kind": self.job.kind, "progress": self.progress_value, "elapsed": round(self.elapsed, 4)}
+
+    def publish(self, *, progress: float | None = None, message: str | None = None, final: bool = False,
+                **traits: Any) -> bool:
+        """Publish trait values (and a running status) for this job; False if it is stale.
+
+        The first call that carries results (any trait besides the status) is written at once.
+        """
+        first, self._first_result = self._first_result and bool(traits), self._first_result and not traits
+        return self._runner.publisher.update(self.job.id, final=final, now=first,
+                                             status=self.status("running", message, progress), **traits)
+
+
+class JobRunner:
+    """Latest-request-wins job queue over an executor, reporting through a :class:`Publisher`.
+
+    ``status_trait`` is the trait the runner writes job status dicts to
+    (``{state, message, job, kind, progress, elapsed}``).
+    """
+
+    def __init__(self, publisher: Publisher, executor=None, *, status_trait: str = "status"):
+        self.publisher = publisher
+        self.executor = executor if executor is not None else ThreadExecutor()
+        self.status_trait = status_trait
+        self._lock = threading.Lock()
+        self._gen = 0
+        self._pending: Job | None = None
+        self._current: Job | None = None
+        self._draining = False
+        self._idle = threading.Event()
+        self._idle.set()
+        self._closed = False
+        self.last_job: Job | None = None
+        self.last_traceback: str | None = None
+
+    @property
+    def generation(self) -> int:
+        return self._gen
+
+    @property
+    def busy(self) -> bool:
+        return not self._idle.is_set()
+
+    def _next_generation_locked(self) -> int:
+        # Called with the runner lock held; the caller then calls publisher.begin() *outside* it:
+        # the publisher's lock is held while traits are written, and trait observers may submit
+        # jobs, so the runner lock must never wait for the publisher lock.
+        self._gen += 1
+        for j in (self._pending, self._current):
+            if j is not None:
+                j.cancel("superseded")
+        if self._pending is not None:
+            self._pending.state, self._pending.message = "cancelled", "superseded before it started"
+            self._pending.finished.set()
+            self._pending = None
+        return self._gen
+
+    def submit(self, kind: str, fn: Callable[[JobContext], str | None], label: str = "",
+               initial: Callable[[int], dict] | None = None, **traits: Any) -> Job:
+        """Queue ``fn`` as the new job (superseding any other); publish its running status,
+        ``traits`` (e.g. the selection) and ``initial(job_id)`` (more traits) before it starts."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this explorer is closed")
+            job = Job(self._next_generation_locked(), kind, label or kind, fn)
+            self._pending = job
+            self._idle.clear()
+            self.last_job = job
+        self.publisher.begin(job.id)
+        status = {"state": "running", "message": job.label, "job": job.id, "kind": kind,
+                  "progress": 0.0, "elapsed": 0.0}
+        if initial is not None:
+            traits.update(initial(job.id))
+        self.publisher.update(job.id, now=True, **{self.status_trait: status}, **traits)
+        self.executor.submit(self._drain)
+        return job
+
+    def reject(self, kind: str, message: str, **traits: Any) -> int:
+        """A request that never becomes a job (bad input): it still wins over the running job
+        (the user's latest intent), and the status shows ``error`` with ``message``."""
+        with self._lock:
+            gen = self._next_generation_locked()
+        self.publisher.begin(gen)
+        status = {"state": "error", "message": message, "job": gen, "kind": kind, "progress": 0.0, "elapsed": 0.0}
+        self.publisher.update(gen, final=True, **{self.status_trait: status}, **traits)
+        return gen
+
+    def cancel(self) -> Job | None:
+        """Cancel the running (or queued) job; it ends ``cancelled``.  None if nothing runs."""
+        with self._lock:
+            for job in (self._pending, self._current):      # the newest first; skip ones already stopping
+                if job is not None and not job.stop.is_set() and not job.finished.is_set():
+                    job.cancel("user")
+                    return job
+            return None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until no job is queued or running; True if idle (False on timeout)."""
+        ok = self._idle.wait(timeout)
+        if ok:
+            self.publisher.flush()
+        return ok
+
+    def shutdown(self, wait: bool = False, timeout: float | None = 5.0) -> None:
+        with self._lock:
+            self._closed = True
+            for j in (self._pending, self._current):
+                if j is not None:
+                    j.cancel("shutdown")
+            self._pending = None
+        if wait:
+            self._idle.wait(timeout)
+        shut = getattr(self.executor, "shutdown", None)
+        if shut is not None:
+            try:
+                shut(wait=False)
+            except TypeError:
+                shut()
+
+    # -- worker side --
+    def _drain(self) -> None:
+        with self._lock:
+            if self._draining:     # another worker is looping and will pick the job up
+                return
+            self._draining = True
+        while True:
+            with self._lock:
+                job, self._pending = self._pending, None
+                if job is None:
+                    self._current = None
+                    self._draining = False
+                    self._idle.set()
+                    return
+                self._current = job
+            try:
+                self._run(job)
+            finally:
+                with self._lock:
+                    self._current = None
+
+    def _run(self, job: Job) -> None:
+        self.publisher.begin(job.id)    # idempotent; makes sure the job's generation is current before it runs
+        ctx = JobContext(job, self)
+        job.started = time.perf_counter()
+        job.state = "running"
+        try:
+            if job.stop.is_set():
+                raise JobCancelled()
+            message = job.fn(ctx)
+            state = "done"
+            message = message or f"{job.label}: done"
+            ctx.progress_value = 1.0
+        except JobCancelled:
+            state = "cancelled"
+            message = "Cancelled" + (f" after {ctx.summary}" if ctx.summary else "")
+        except HessExploreError as exc:
+            state, message = "error", str(exc)
+        except Exception as exc:  # noqa: BLE001 - reported in the page, kept for inspection
+            state, message = "error", summarize_exception(exc)
+            self.last_traceback = traceback.format_exc()
+        job.state, job.message = state, message
+        job.ended = time.perf_counter()
+        # dropped by the publisher when the job was superseded (a newer generation owns the status)
+        self.publisher.update(job.id, final=True, **{self.status_trait: ctx.status(state, message)})
+        job.finished.set()

@@ -1,0 +1,497 @@
+"""The explorer widget: an anywidget model over a :class:`~hessexplore.session.Session`.
+
+    w = hx.explore(model, loss_fn, (x, y), dtype=torch.float64)   # display w in a notebook
+    w.select("blocks.0", "blocks.2")             # what clicking two nodes does
+    w.wait(); w.estimate["metrics"]["resonance"]; w.result
+
+Protocol (traits, messages, DOM hooks): docs/widget-protocol.md.  The comm handler only
+validates and enqueues; one worker thread computes (:mod:`hessexplore.jobs`); one locked
+publisher writes traits at most 20 times a second inside ``hold_sync()``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+from typing import Any, Sequence
+
+import anywidget
+import numpy as np
+import torch
+import traitlets
+
+from . import metrics
+from .errors import HessExploreError, JobCancelled
+from .jobs import JobContext, JobRunner, Publisher, SyncExecutor, ThreadExecutor, summarize_exception
+from .results import Block, CouplingMap
+from .session import SPACES, Session
+
+PROTOCOL = 1
+MESSAGE_TYPES = ("compute", "cancel", "coupling_map", "spectrum")
+MODES = ("exact", "stream")
+MAX_PROBES = 1_000_000
+STATIC = Path(__file__).parent / "static"
+BUNDLE = STATIC / "widget.js"
+BUNDLE_CSS = STATIC / "widget.css"
+
+__all__ = ["Explorer", "explore", "ProtocolError", "BundleMissingError", "buf", "decode_buf",
+           "SyncExecutor", "ThreadExecutor", "PROTOCOL"]
+
+
+class ProtocolError(HessExploreError):
+    """A message from the page that does not follow docs/widget-protocol.md."""
+
+
+class BundleMissingError(RuntimeError):
+    """The browser bundle (hessexplore/static/widget.js) was not built."""
+
+
+def _bundle() -> tuple[str, str | None]:
+    if not BUNDLE.is_file():
+        raise BundleMissingError(
+            f"the explorer's browser bundle is missing ({BUNDLE}). It is built from js/ when the "
+            "package is installed: reinstall with `pip install -e .` from the repository (Node.js >= 18 "
+            "and npm must be on PATH), or run `cd js && npm ci && npm run build`. The Python library "
+            "(hx.Session) works without it.")
+    css = BUNDLE_CSS.read_text(encoding="utf-8") if BUNDLE_CSS.is_file() else None
+    return BUNDLE.read_text(encoding="utf-8"), css
+
+
+# ---- encoding --------------------------------------------------------------------------------
+_WIRE_DTYPES = {torch.float64: "float64", torch.float32: "float32", torch.uint8: "uint8", torch.bool: "uint8"}
+
+
+def buf(t: torch.Tensor | np.ndarray, dtype: str | None = None) -> dict:
+    """A protocol Buf ``{shape, dtype, data: bytes}`` (row-major, little-endian)."""
+    if isinstance(t, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(t))
+    t = t.detach()
+    if dtype is None:
+        dtype = _WIRE_DTYPES.get(t.dtype, "float32")
+    tt = {"float64": torch.float64, "float32": torch.float32, "uint8": torch.uint8}[dtype]
+    arr = t.to(device="cpu", dtype=tt).contiguous().numpy()
+    arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+    return {"shape": list(arr.shape), "dtype": dtype, "data": arr.tobytes()}
+
+
+def decode_buf(b: dict) -> np.ndarray:
+    """Inverse of :func:`buf` (for tests and notebooks)."""
+    dt = {"float64": "<f8", "float32": "<f4", "uint8": "u1"}[b["dtype"]]
+    return np.frombuffer(bytes(b["data"]), dtype=dt).reshape(b["shape"])
+
+
+def _num(x) -> float | None:
+    """JSON number: NaN/Inf/None -> null."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def downsample(m: torch.Tensor, max_shown: int) -> torch.Tensor:
+    """Block-average a (r, c) matrix to at most (max_shown, max_shown) (near-equal bins)."""
+    r, c = m.shape
+    if r <= max_shown and c <= max_shown:
+        return m
+    out = (min(r, max_shown), min(c, max_shown))
+    return torch.nn.functional.adaptive_avg_pool2d(m[None, None].to(torch.float64), out)[0, 0].to(m.dtype)
+
+
+# ---- message validation ----------------------------------------------------------------------
+def _kind_of(content) -> str | None:
+    if not isinstance(content, dict):
+        return None
+    t = content.get("type")
+    if t == "compute":
+        return "block" if content.get("mode") == "exact" else "estimate"
+    return {"coupling_map": "map", "spectrum": "spectrum"}.get(t)
+
+
+def _name(content: dict, key: str, what: str, optional: bool = False):
+    x = content.get(key)
+    if x is None and optional:
+        return None
+    if not isinstance(x, str) or not x:
+        raise ProtocolError(f"{content.get('type')} needs {key!r}, {what} (a non-empty string), got {x!r}")
+    return x
+
+
+def _space(content: dict) -> str:
+    space = content.get("space", "activation")
+    if space is None:
+        space = "activation"
+    if space not in SPACES:
+        raise ProtocolError(f"space must be 'activation' or 'parameter', got {space!r}")
+    return space
+
+
+def _int(content: dict, key: str, default: int, lo: int, hi: int) -> int:
+    x = content.get(key, default)
+    if x is None:
+        x = default
+    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x) or int(x) != x:
+        raise ProtocolError(f"{key!r} must be an integer, got {x!r}")
+    x = int(x)
+    if not lo <= x <= hi:
+        raise ProtocolError(f"{key!r} must be between {lo:,} and {hi:,}, got {x:,}")
+    return x
+
+
+def _rel_ci(content: dict) -> float | None:
+    x = content.get("rel_ci")
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not (0 < x <= 1):
+        raise ProtocolError(f"'rel_ci' must be null or a fraction in (0, 1] (0.05 = ±5 %), got {x!r}")
+    return float(x)
+
+
+# ---- the widget ------------------------------------------------------------------------------
+def _default_status() -> dict:
+    return {"state": "idle", "message": "", "job": 0, "kind": "estimate", "progress": 0.0, "elapsed": 0.0}
+
+
+def _default_selection() -> dict:
+    return {"v": None, "w": None, "space": "activation", "mode": "stream", "probes": 200, "rel_ci": None}
+
+
+class Explorer(anywidget.AnyWidget):
+    """Interactive curvature explorer for one :class:`~hessexplore.session.Session`.
+
+    Parameters
+    ----------
+    session : the analysis session (model, loss, batch).
+    executor : where jobs run: default one daemon worker thread; ``SyncExecutor()`` runs
+        them in the calling thread (tests, scripts).
+    max_shown : block heatmaps larger than this (per side) are block-averaged for display;
+        ``Explorer.result`` keeps the full-resolution object.
+    max_rate : most trait writes per second while a job streams.
+    history_points : longest sparkline history kept per metric (older points are thinned).
+    max_eigen_dim : diagonal blocks up to this size also carry their eigenvalues.
+    """
+
+    graph = traitlets.Dict().tag(sync=True)
+    selection = traitlets.Dict(default_value=_default_selection()).tag(sync=True)
+    status = traitlets.Dict(default_value=_default_status()).tag(sync=True)
+    estimate = traitlets.Dict().tag(sync=True)
+    block = traitlets.Dict().tag(sync=True)
+    coupling_map = traitlets.Dict().tag(sync=True)
+    spectrum = traitlets.Dict().tag(sync=True)
+
+    def __init__(self, session: Session, *, executor=None, max_shown: int = 128, max_rate: float = 20.0,
+                 history_points: int = 200, max_eigen_dim: int = 2048, **kwargs):
+        if not isinstance(session, Session):
+            raise TypeError(f"Explorer needs a hessexplore.Session, got {type(session).__name__}")
+        esm, css = _bundle()
+        self._esm = esm
+        if css is not None:
+            self._css = css
+        super().__init__(**kwargs)
+        self.session = session
+        self.max_shown = int(max_shown)
+        self.history_points = int(history_points)
+        self.max_eigen_dim = int(max_eigen_dim)
+        self.result: Any = None
+        self._publisher = Publisher(self._write, max_rate=max_rate)
+        self._runner = JobRunner(self._publisher, executor if executor is not None else ThreadExecutor())
+        self.graph = self._graph_json()
+        self.on_msg(self._on_custom_msg)
+
+    # -- trait writes (publisher lock held) --
+    def _write(self, updates: dict) -> None:
+        with self.hold_sync():
+            for name, value in updates.items():
+                if name == "result":
+                    self.result = value
+                else:
+                    setattr(self, name, value)
+
+    def _graph_json(self) -> dict:
+        s = self.session
+        g = s.graph.to_json() if s.graph is not None else {"nodes": [], "edges": [], "modules": [],
+                                                            "batch_size": s.batch_size}
+        g["groups"] = s.groups
+        g["device"] = str(s.device)
+        g["dtype"] = str(s.dtype).replace("torch.", "")
+        g.setdefault("batch_size", s.batch_size)
+        return g
+
+    # -- messages from the page --
+    def _on_custom_msg(self, _widget, content, buffers) -> None:  # noqa: ARG002
+        """Comm callback: never raises; bad input becomes an ``error`` status."""
+        try:
+            self._dispatch(content)
+        except HessExploreError as exc:
+            self._reject(content, str(exc))
+        except Exception as exc:  # noqa: BLE001 - never an exception in the comm handler
+            self._reject(content, summarize_exception(exc))
+
+    def _reject(self, content, message: str) -> None:
+        kind = _kind_of(content) or self.status.get("kind", "estimate")
+        self._runner.reject(kind, message)
+
+    def _dispatch(self, content) -> int | None:
+        if not isinstance(content, dict):
+            raise ProtocolError(f"a message must be a JSON object, got {type(content).__name__}")
+        if "protocol" not in content:
+            raise ProtocolError(f"message has no 'protocol' field; this kernel's hessexplore speaks protocol {PROTOCOL}")
+        p = content["protocol"]
+        if isinstance(p, bool) or not isinstance(p, int) or p != PROTOCOL:
+            raise ProtocolError(
+                f"unsupported protocol version {content['protocol']!r}: this kernel's hessexplore speaks protocol "
+                f"{PROTOCOL}. The page and the Python package come from different versions: reinstall "
+                "(`pip install -e .`), restart the kernel and reload the page.")
+        t = content.get("type")
+        if t not in MESSAGE_TYPES:
+            raise ProtocolError(f"unknown message type {t!r}; expected one of {', '.join(MESSAGE_TYPES)}")
+        if t == "cancel":
+            job = self._runner.cancel()
+            return job.id if job is not None else None
+        if t == "compute":
+            return self._compute(content)
+        if t == "coupling_map":
+            return self._map(content)
+        return self._spectrum(content)
+
+    def _compute(self, c: dict) -> int:
+        v = _name(c, "v", "a node name")
+        w = _name(c, "w", "a node name", optional=True) or v
+        space = _space(c)
+        mode = c.get("mode", "stream") or "stream"
+        if mode not in MODES:
+            raise ProtocolError(f"mode must be 'exact' or 'stream', got {mode!r}")
+        probes = _int(c, "probes", 200, 1, MAX_PROBES)
+        rel_ci = _rel_ci(c)
+        seed = _int(c, "seed", 0, 0, 2**63 - 1)
+        s = self.session
+        s.dim(v, space), s.dim(w, space)        # unknown names -> UnknownNameError (readable)
+        sel = {"v": v, "w": w, "space": space, "mode": mode, "probes": probes, "rel_ci": rel_ci}
+        if mode == "exact":
+            label = f"Exact H[{v}, {w}] ({space})"
+            job = self._runner.submit("block", lambda ctx: self._run_block(ctx, v, w, space), label,
+                                      selection=sel)
+        else:
+            label = f"Streaming H[{v}, {w}] ({space}) · 0/{probes} probes"
+            head = {"v": v, "w": w, "space": space, "probes": 0, "budget": probes, "done": False,
+                    "metrics": {}, "history": {}}
+            job = self._runner.submit("estimate",
+                                      lambda ctx: self._run_estimate(ctx, v, w, space, probes, rel_ci, seed),
+                                      label, initial=lambda job_id: {"estimate": {"job": job_id, **head}},
+                                      selection=sel)
+        return job.id
+
+    def _map(self, c: dict) -> int:
+        space = _space(c)
+        nodes = c.get("nodes")
+        if nodes is not None:
+            if not isinstance(nodes, (list, tuple)) or not all(isinstance(n, str) and n for n in nodes):
+                raise ProtocolError(f"'nodes' must be null or a list of node names, got {nodes!r}")
+            nodes = list(dict.fromkeys(nodes))
+            if not nodes:
+                raise ProtocolError("'nodes' is an empty list; pass null for all nodes")
+            for n in nodes:
+                self.session.dim(n, space)
+        n = len(nodes) if nodes is not None else len(self.session.nodes if space == "activation" else self.session.groups)
+        label = f"Coupling map of {n} {'nodes' if space == 'activation' else 'groups'} ({space})"
+        return self._runner.submit("map", lambda ctx: self._run_map(ctx, nodes, space), label).id
+
+    def _spectrum(self, c: dict) -> int:
+        group = _name(c, "group", "a parameter group name")
+        if getattr(self.session, "iter_spectrum", None) is None:
+            raise HessExploreError("the local spectrum is not available in this version of hessexplore "
+                                   "(Session.iter_spectrum is missing)")
+        from .spectra import METHODS, PARTS
+        part = c.get("part") or "full"
+        method = c.get("method") or "auto"
+        if part not in PARTS:
+            raise ProtocolError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
+        if method not in METHODS:
+            raise ProtocolError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        self.session.dim(group, "parameter")       # unknown group -> readable error
+        label = f"Local spectrum of {group} ({part}, {method})"
+        return self._runner.submit("spectrum", lambda ctx: self._run_spectrum(ctx, group, part, method), label).id
+
+    # -- jobs (worker thread) --
+    def _run_block(self, ctx: JobContext, v: str, w: str, space: str) -> str:
+        def progress(done, total):
+            ctx.publish(progress=0.8 * done / max(total, 1),
+                        message=f"Exact H[{v}, {w}] ({space}) · {done}/{total} columns")
+            ctx.summary = f"{done}/{total} columns"
+        b = self.session.block(v, w, space, should_stop=ctx.should_stop, progress=progress)
+        ctx.check()
+        payload = self._block_json(ctx.id, b)
+        ctx.check()
+        size = f"{b.shape[0]}×{b.shape[1]}" + (
+            f" (shown {payload['shown_shape'][0]}×{payload['shown_shape'][1]})" if payload["downsampled"] else "")
+        coupling = None if b.diagonal else self._exact_coupling(ctx, b)
+        if coupling is not None:
+            payload["metrics"]["coupling"] = _num(coupling)
+        ctx.publish(progress=1.0, block=payload, result=b)
+        return f"Exact H[{v}, {w}] ({space}) · {size} · {ctx.elapsed:.2f} s"
+
+    def _exact_coupling(self, ctx: JobContext, b: Block) -> float | None:
+        """C(v, w) of an off-diagonal exact block: needs ‖H_vv‖_F and ‖H_ww‖_F (d_v + d_w more
+        products).  The block is shown first; C follows (None when a side is too large)."""
+        s = self.session
+        if max(s.dim(b.v, b.space), s.dim(b.w, b.space)) > s.max_exact_dim:
+            return None
+        pending = self._block_json(ctx.id, b)
+        ctx.publish(progress=0.85, block=pending, result=b,
+                    message=f"Exact H[{b.v}, {b.w}] ({b.space}) · {b.shape[0]}×{b.shape[1]} · coupling …")
+        cm = None
+        for cm in s.iter_coupling_map([b.v, b.w], space=b.space, should_stop=ctx.should_stop):
+            ctx.check()
+        if cm is None or len(cm.names) != 2:   # v and w resolve to the same node
+            return None
+        return metrics.coupling_from_norms(b.resonance, float(cm.R[0, 0]), float(cm.R[1, 1]))
+
+    def _block_json(self, job: int, b: Block) -> dict:
+        parts = {k: downsample(getattr(b, k).detach().cpu(), self.max_shown) for k in ("full", "gn", "tensor")}
+        wire = "float64" if b.full.dtype == torch.float64 else "float32"
+        vmax = max(float(p.abs().max()) if p.numel() else 0.0 for p in parts.values())
+        eig = None
+        if b.diagonal and b.shape[0] <= self.max_eigen_dim:
+            eig = buf(b.eigenvalues.detach().cpu(), wire)
+        shown = list(parts["full"].shape)
+        return {"job": job, "v": b.v, "w": b.w, "space": b.space, "shape": list(b.shape), "shown_shape": shown,
+                "downsampled": shown != list(b.shape), "parts": {k: buf(p, wire) for k, p in parts.items()},
+                "vmax": _num(vmax), "eigenvalues": eig,
+                "metrics": {k: _num(x) for k, x in b.metrics.items()}}
+
+    def _run_estimate(self, ctx: JobContext, v: str, w: str, space: str, probes: int, rel_ci, seed: int) -> str:
+        gen = self.session.estimate(v, w, space, probes=probes, seed=seed, rel_ci=rel_ci,
+                                    should_stop=ctx.should_stop)
+        rows: list[tuple[int, dict]] = []
+        snap = None
+        try:
+            for snap in gen:
+                js = snap.to_json()
+                rows.append((snap.probes, js["metrics"]))
+                if len(rows) > self.history_points:
+                    rows = rows[:-1][::2] + rows[-1:]
+                ctx.summary = f"{snap.probes}/{probes} probes"
+                history: dict[str, list] = {}
+                for p, ms in rows:
+                    for name, e in ms.items():
+                        history.setdefault(name, []).append([p, e["value"], e["stderr"]])
+                payload = {"job": ctx.id, "v": v, "w": w, "space": space, "probes": snap.probes, "budget": probes,
+                           "done": bool(snap.done), "elapsed": round(snap.elapsed, 4),
+                           "krylov_steps": snap.krylov_steps, "metrics": js["metrics"], "history": history}
+                ctx.publish(progress=snap.probes / probes, estimate=payload, result=snap,
+                            message=f"Streaming H[{v}, {w}] ({space}) · {snap.probes}/{probes} probes")
+                if ctx.should_stop():
+                    raise JobCancelled()
+        finally:
+            gen.close()
+        if snap is None:
+            return f"H[{v}, {w}] ({space}) · no probes"
+        early = f" (target ±{100 * rel_ci:.3g} % reached)" if rel_ci is not None and snap.probes < probes else ""
+        R = snap.resonance
+        return f"H[{v}, {w}] ({space}) · {snap.probes} probes{early} · R = {R.value:.4g} ± {R.stderr:.2g}"
+
+    def _run_map(self, ctx: JobContext, nodes, space: str) -> str:
+        cm = None
+        for cm in self.session.iter_coupling_map(nodes, space=space, should_stop=ctx.should_stop):
+            n = len(cm.names)
+            done_pairs = int(cm.filled.sum())
+            ctx.summary = f"{done_pairs}/{n * n} pairs"
+            ctx.publish(progress=done_pairs / max(n * n, 1), coupling_map=self._map_json(ctx.id, cm), result=cm,
+                        message=f"Coupling map ({space}) · {done_pairs}/{n * n} pairs")
+            ctx.check()
+        if cm is None:
+            return "Coupling map: no nodes"
+        return f"Coupling map of {len(cm.names)} nodes ({space}) · {ctx.elapsed:.2f} s"
+
+    @staticmethod
+    def _map_json(job: int, cm: CouplingMap) -> dict:
+        return {"job": job, "space": cm.space, "names": list(cm.names), "R": buf(cm.R, "float64"),
+                "C": buf(cm.C, "float64"), "gap": buf(cm.gap, "float64"), "D": buf(cm.D, "float64"),
+                "distance": buf(cm.distance.to(torch.float64), "float64"),
+                "filled": buf(cm.filled, "uint8"), "done": cm.done}
+
+    def _run_spectrum(self, ctx: JobContext, group: str, part: str, method: str) -> str:
+        sp = None
+        for sp in self.session.iter_spectrum(group, part, method, should_stop=ctx.should_stop):
+            ctx.summary = f"{sp.matvecs} products" if sp.matvecs else ""
+            ctx.publish(spectrum=self._spectrum_json(ctx.id, sp), result=sp,
+                        progress=0.95 if not sp.done else 1.0,
+                        message=f"Local spectrum of {group} · {sp.method}" + (f" · {sp.stage}" if sp.stage else ""))
+            ctx.check()
+        if sp is None:
+            return f"Local spectrum of {group}: nothing computed"
+        return f"Local spectrum of {group} ({sp.n:,} parameters, {sp.method}) · {ctx.elapsed:.2f} s"
+
+    @staticmethod
+    def _spectrum_json(job: int, sp) -> dict:
+        out = sp.to_json(eigenvalues=False, density=False)
+        out["job"] = job
+        out["eigenvalues"] = buf(sp.eigenvalues.detach().cpu(), "float64") if sp.eigenvalues is not None else None
+        out["density"] = ({"grid": buf(sp.grid.detach().cpu(), "float64"),
+                           "density": buf(sp.density.detach().cpu(), "float64")}
+                          if sp.grid is not None and sp.density is not None else None)
+        return out
+
+    # -- Python-side mirror of the page --
+    def _call(self, msg: dict) -> int | None:
+        try:
+            return self._dispatch(msg)
+        except HessExploreError as exc:
+            self._reject(msg, str(exc))
+            raise
+
+    def select(self, v: str, w: str | None = None, *, space: str = "activation", mode: str = "stream",
+               probes: int = 200, rel_ci: float | None = None, seed: int = 0) -> int:
+        """Compute H[v, w] as a click on v then w does (``mode="exact"`` for the dense block).
+
+        Returns the job id; raises :class:`~hessexplore.errors.HessExploreError` for bad input
+        (and shows it in the page).  Use :meth:`wait` to block until the job ends.
+        """
+        return self._call({"protocol": PROTOCOL, "type": "compute", "v": v, "w": w, "space": space,
+                           "mode": mode, "probes": probes, "rel_ci": rel_ci, "seed": seed})
+
+    def compute_map(self, nodes: Sequence[str] | None = None, *, space: str = "activation") -> int:
+        """Exact coupling map among ``nodes`` (default all), filled column by column."""
+        return self._call({"protocol": PROTOCOL, "type": "coupling_map", "space": space,
+                           "nodes": list(nodes) if nodes is not None else None})
+
+    def local_spectrum(self, group: str, *, part: str = "full", method: str = "auto") -> int:
+        """Local Hessian spectrum of a parameter group (the ``spectrum`` trait; ``result`` = Spectrum)."""
+        return self._call({"protocol": PROTOCOL, "type": "spectrum", "group": group, "part": part,
+                           "method": method})
+
+    def cancel(self) -> int | None:
+        """Cancel the running job (it ends ``cancelled``); the id of that job or None."""
+        return self._dispatch({"protocol": PROTOCOL, "type": "cancel"})
+
+    def wait(self, timeout: float | None = 60.0) -> dict:
+        """Block until the current job ends; returns the final ``status``.  TimeoutError if it doesn't."""
+        if not self._runner.wait(timeout):
+            raise TimeoutError(f"the job did not finish within {timeout} s (status: {self.status.get('message')!r}); "
+                               "call .cancel() to stop it")
+        return dict(self.status)
+
+    @property
+    def busy(self) -> bool:
+        return self._runner.busy
+
+    @property
+    def last_error(self) -> str | None:
+        """Traceback of the last unexpected (non-HessExploreError) failure in a job, if any."""
+        return self._runner.last_traceback
+
+    def close(self) -> None:
+        runner = getattr(self, "_runner", None)
+        if runner is not None:
+            runner.shutdown(wait=False)
+            self._publisher.close()
+        super().close()
+
+
+def explore(model: torch.nn.Module, loss_fn, batch, *, executor=None, max_shown: int = 128, **session_kwargs) -> Explorer:
+    """Open an explorer on ``loss_fn(model(x), y)`` for ``batch = (x, y)``; returns the widget.
+
+    ``session_kwargs`` go to :class:`~hessexplore.session.Session` (``dtype``,
+    ``max_exact_dim``, ``leaf_modules``, ...).  Display the result (last expression of a
+    cell) to see the graph; click two nodes for their Hessian block.
+    """
+    return Explorer(Session(model, loss_fn, batch, **session_kwargs), executor=executor, max_shown=max_shown)
