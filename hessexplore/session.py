@@ -245,19 +245,37 @@ class Session:
                 "or raise the limit with Session(..., max_exact_dim=...).")
         return d
 
+    def _sweep_many(self, ws: Sequence[str], outs: Sequence[str], space: str, should_stop=None, progress=None
+                    ) -> dict[str, dict[tuple[str, str], torch.Tensor]]:
+        """Exact blocks {part: {(o, w): H_{o,w} (d_o, d_w)}} for every o in ``outs``, w in ``ws``.
+
+        One column sweep over the atoms of all ``ws`` together (vmapped in
+        memory-budgeted chunks): each column t = e_j gives H_{a,·} e_j for
+        every atom a at once.
+        """
+        self._check_finite()
+        w_atoms = {w: self._atoms(w, space) for w in ws}
+        out_atoms = {o: self._atoms(o, space) for o in outs}
+        W = list(dict.fromkeys(a for atoms in w_atoms.values() for a in atoms))
+        all_atoms = list(dict.fromkeys([a for atoms in out_atoms.values() for a in atoms] + W))
+        op = self.operator(all_atoms, space)
+        offsets, at = {}, 0
+        for a in W:
+            offsets[a] = (at, at + op.problem.dims[a])
+            at += op.problem.dims[a]
+        cols = op.dense_columns(W, all_atoms, self._chunk(space, at), should_stop=should_stop, progress=progress)
+        out: dict[str, dict[tuple[str, str], torch.Tensor]] = {}
+        for part, per_atom in cols.items():
+            rows = {o: torch.cat([per_atom[a] for a in atoms], dim=0) for o, atoms in out_atoms.items()}
+            out[part] = {(o, w): torch.cat([rows[o][:, slice(*offsets[a])] for a in w_atoms[w]], dim=1)
+                         for o in outs for w in ws}
+        return out
+
     def _sweep(self, w: str, outs: Sequence[str], space: str, should_stop=None, progress=None
                ) -> dict[str, dict[str, torch.Tensor]]:
         """Exact columns of group w: {part: {out: H_{out,w} (d_out, d_w)}} for every out group."""
-        self._check_finite()
-        w_atoms = self._atoms(w, space)
-        out_atoms = {o: self._atoms(o, space) for o in outs}
-        all_atoms = list(dict.fromkeys(sum(out_atoms.values(), []) + w_atoms))
-        op = self.operator(all_atoms, space)
-        d_w = op.dim(w_atoms)
-        cols = op.dense_columns(w_atoms, all_atoms, self._chunk(space, d_w), should_stop=should_stop,
-                                progress=progress)
-        return {part: {o: torch.cat([cols[part][a] for a in atoms], dim=0) for o, atoms in out_atoms.items()}
-                for part in cols}
+        got = self._sweep_many([w], outs, space, should_stop, progress)
+        return {part: {o: blocks[(o, w)] for o in outs} for part, blocks in got.items()}
 
     # -- exact ---------------------------------------------------------------------------------
     def block(self, v: str, w: str, space: str = "activation", *,
@@ -314,7 +332,12 @@ class Session:
 
     def iter_coupling_map(self, nodes: Sequence[str] | None = None, space: str = "activation", *,
                           should_stop: Callable[[], bool] | None = None) -> Iterator[CouplingMap]:
-        """Yield the coupling map after each column sweep (``filled`` marks what is computed)."""
+        """Yield the coupling map as it fills (``filled`` marks what is computed).
+
+        Consecutive nodes whose columns fit one memory-budgeted chunk are swept
+        together (one batched product for all their columns); a map is yielded
+        after each such sweep.
+        """
         if nodes is None:
             nodes = self.nodes if space == "activation" else self.groups
         names = list(dict.fromkeys(nodes))
@@ -332,19 +355,28 @@ class Session:
         # sweep the smaller side of each pair (ties: the later one), as block() does
         owner = [[j if (dims[j] < dims[i] or (dims[j] == dims[i] and j >= i)) else i for j in range(k)]
                  for i in range(k)]
-        for j, w in enumerate(names):
-            cols = self._sweep(w, names, space, should_stop)
-            for i, v in enumerate(names):
-                if owner[i][j] != j:
-                    continue
-                full, gn = cols["full"][v], cols["gn"][v]
-                if i == j:
-                    full, gn = (full + full.T) / 2, (gn + gn.T) / 2
-                vals = (metrics.frobenius(full), metrics.frobenius(gn), metrics.frobenius(full - gn),
-                        metrics.stable_rank(full))
-                for M, val in zip((R, G, T, D), vals):
-                    M[i, j] = M[j, i] = val
-                filled[i, j] = filled[j, i] = True
+        # pack consecutive nodes into one sweep while their columns fit one memory-budgeted chunk
+        packs: list[list[int]] = []
+        for j in range(k):
+            if packs and sum(dims[i] for i in packs[-1]) + dims[j] <= self._chunk(space, 1 << 62):
+                packs[-1].append(j)
+            else:
+                packs.append([j])
+        for pack in packs:
+            cols = self._sweep_many([names[j] for j in pack], names, space, should_stop)
+            for j in pack:
+                w = names[j]
+                for i, v in enumerate(names):
+                    if owner[i][j] != j:
+                        continue
+                    full, gn = cols["full"][(v, w)], cols["gn"][(v, w)]
+                    if i == j:
+                        full, gn = (full + full.T) / 2, (gn + gn.T) / 2
+                    vals = (metrics.frobenius(full), metrics.frobenius(gn), metrics.frobenius(full - gn),
+                            metrics.stable_rank(full))
+                    for M, val in zip((R, G, T, D), vals):
+                        M[i, j] = M[j, i] = val
+                    filled[i, j] = filled[j, i] = True
             yield CouplingMap(names, space, R.clone(), G.clone(), T.clone(), D.clone(), dist, filled.clone())
 
     def phi(self, groups: Sequence[str] | None = None) -> float:
