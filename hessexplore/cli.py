@@ -1,93 +1,486 @@
-"""The ``hessexplore`` command line.
+"""The ``hessexplore`` command line (also ``python -m hessexplore``).
 
-    hessexplore analyze [--model residual] [--space activation] [--dtype float64] [--out DIR]
+    hessexplore analyze [MODEL] [--nodes A,B,..] [--space activation|parameter] [--out DIR] ...
+    hessexplore demo [--no-browser] [--port N] [--dir DIR]
+    hessexplore models
 
-``analyze`` computes the exact coupling map among a model's block outputs,
-the GN-Gaps and Φ over its parameter groups, prints a table, and (with
-``--out``) writes the results as JSON.
+``analyze`` takes a built-in model name (``hessexplore models`` lists them) or ``module:factory``:
+your own model and batch.  The factory is called with no arguments and returns
+``(model, loss_fn, (x, y))`` or a dict with keys ``model``, ``loss_fn``, ``batch`` (or ``x`` and
+``y``) and optionally ``nodes`` (the nodes to map) and ``name``.  ``module`` is imported from the
+current folder or PYTHONPATH; ``path/to/file.py:factory`` loads a file.  It computes the exact
+coupling map (R, C, stable rank, GN-Gap), Φ and the layer spectra, prints tables with a progress
+bar on stderr, and writes a report folder (report.json, summary.txt, coupling.png, distance.png,
+spectra.png).
+
+``demo`` opens JupyterLab on the quickstart notebook (installs nothing; copies the notebooks into
+a working folder so the originals stay clean).  ``--no-browser`` prints the URL with its token
+instead of opening a browser; Ctrl+C stops the server.
+
+Bad input (unknown model, malformed ``module:factory``, import errors, a factory returning the
+wrong thing, a model hessexplore cannot analyse) prints one line ``hessexplore: error: ...`` on
+stderr and exits with status 2, without a traceback.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import difflib
+import importlib
+import importlib.util
+import os
+import re
 import sys
 import time
+import traceback
 from pathlib import Path
 
-import torch
+from . import __version__
+from .demos import DEMOS, DESCRIPTIONS, NOTEBOOKS, demo, notebooks_dir
+from .errors import BlockTooLargeError, HessExploreError
 
-from .demos import DEMOS, demo
-from .errors import HessExploreError
-
-
-def _fmt(x: float) -> str:
-    return "nan" if not math.isfinite(x) else f"{x:.3g}"
+EXIT_USAGE = 2
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
-    sep = "  ".join("-" * w for w in widths)
-    body = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-    return "\n".join([line, sep, *body])
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
 
 
-def _progress(done: int, total: int, start: float, stream=sys.stderr) -> None:
-    width = 28
-    fill = int(width * done / max(total, 1))
-    stream.write(f"\r  [{'#' * fill}{'.' * (width - fill)}] {done}/{total} sweeps  {time.perf_counter() - start:5.1f}s")
-    if done == total:
-        stream.write("\n")
-    stream.flush()
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and still exit status 2)."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        self.exit(EXIT_USAGE, f"{self.prog.split()[0]}: error: {message} (see '{self.prog} --help')\n")
 
 
-def cmd_analyze(args) -> int:
-    from .session import Session
+# ------------------------------------------------------------------------------------------------
+# progress bar (stderr)
+# ------------------------------------------------------------------------------------------------
 
-    model, loss_fn, batch, nodes = demo(args.model, seed=args.seed)
-    dtype = getattr(torch, args.dtype)
-    s = Session(model, loss_fn, batch, dtype=dtype)
-    names = nodes if args.space == "activation" else s.groups
-    print(f"{args.model}: {type(model).__name__}, batch {s.batch_size}, {len(s.nodes)} nodes, "
-          f"{len(s.groups)} parameter groups, {args.space} space, {s.dtype}, {s.device}")
-    start = time.perf_counter()
-    cmap = None
-    for i, cmap in enumerate(s.iter_coupling_map(names, space=args.space), 1):
-        _progress(i, len(names), start)
-    n = len(names)
-    rows = [[names[i], names[j], str(int(cmap.distance[i, j])), _fmt(float(cmap.R[i, j])),
-             _fmt(float(cmap.C[i, j])), _fmt(float(cmap.D[i, j])), _fmt(float(cmap.gap[i, j]))]
-            for i in range(n) for j in range(i, n)]
-    print(_table(["v", "w", "d", "R", "C", "D", "GN-Gap"], rows))
-    agg = cmap.by_distance()
-    print()
-    print(_table(["distance", "pairs", "mean R", "C (ratio of sums)", "GN-Gap (ratio of sums)"],
-                 [[str(a["distance"]), str(a["pairs"]), _fmt(a["mean_R"]), _fmt(a["C"]), _fmt(a["gap"])] for a in agg]))
-    phi = s.phi()
-    print(f"\nglobal GN-Gap {_fmt(cmap.global_gap())}   Φ over {len(s.groups)} parameter groups {_fmt(phi)}")
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        report = {"model": args.model, "space": args.space, "dtype": str(s.dtype), "names": names,
-                  "R": cmap.R.tolist(), "C": cmap.C.tolist(), "D": cmap.D.tolist(), "gap": cmap.gap.tolist(),
-                  "distance": cmap.distance.tolist(), "by_distance": agg, "global_gap": cmap.global_gap(),
-                  "phi": phi}
-        (out / "report.json").write_text(json.dumps(report, indent=1, default=lambda x: None))
-        print(f"wrote {out / 'report.json'}")
+class Progress:
+    """A one-line bar per stage on a terminal; one line per finished stage otherwise."""
+
+    LABELS = {"coupling": "coupling map", "phi": "Φ (parameter map)", "spectra": "layer spectra"}
+    UNITS = {"coupling": "pairs", "phi": "pairs", "spectra": "groups"}
+
+    def __init__(self, stream=None, enabled: bool = True):
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.t0 = time.perf_counter()
+        self.stage = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if stage != self.stage:
+            self.stage, self.t0 = stage, time.perf_counter()
+        label = self.LABELS.get(stage, stage)
+        width = 24
+        fill = int(width * done / max(total, 1))
+        line = (f"  {label:<18} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} {self.UNITS.get(stage, '')}"
+                f"  {time.perf_counter() - self.t0:5.1f}s")
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if done >= total else ""))
+        elif done >= total:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+# ------------------------------------------------------------------------------------------------
+# resolving MODEL: built-in name or module:factory
+# ------------------------------------------------------------------------------------------------
+
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_DICT_KEYS = ("model", "loss_fn", "batch", "x", "y", "nodes", "name")
+_RETURN_HELP = ("(model, loss_fn, (x, y)) or a dict with keys model, loss_fn, batch "
+                "(and optionally nodes, name)")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _where(exc: BaseException, near: str | None = None) -> str:
+    """' (at file.py:12)' for the innermost frame in the user's file (or the innermost frame)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if near:
+        mine = [f for f in frames if os.path.abspath(f.filename) == os.path.abspath(near)]
+        frames = mine or frames
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return ""   # its message names the file and line already
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" (at {os.path.basename(f.filename)}:{f.lineno})"
+
+
+def _import(module: str):
+    """Import ``module`` (dotted name, from cwd / PYTHONPATH) or a ``.py`` file path."""
+    if module.endswith(".py"):
+        path = Path(module)
+        if not path.is_file():
+            raise CLIError(f"no such file {module!r} (from MODEL {module}:...)")
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        name = re.sub(r"\W", "_", path.stem)
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        try:
+            spec.loader.exec_module(mod)
+        except Exception as exc:  # noqa: BLE001 - any error in the user's file is reported, one line
+            sys.modules.pop(name, None)
+            raise CLIError(f"importing {module!r} failed: {type(exc).__name__}: {_one_line(exc)}"
+                           f"{_where(exc, str(path))}") from None
+        return mod
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())     # as `python -m` does: the current folder first
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing and (module == missing or module.startswith(missing + ".")):
+            raise CLIError(f"cannot import module {module!r}: no module named {missing!r} in the current folder "
+                           "or on PYTHONPATH (run from the folder that holds it, or set PYTHONPATH)") from None
+        raise CLIError(f"importing {module!r} failed: {type(exc).__name__}: {_one_line(exc)}{_where(exc)}") from None
+    except Exception as exc:  # noqa: BLE001
+        raise CLIError(f"importing {module!r} failed: {type(exc).__name__}: {_one_line(exc)}{_where(exc)}") from None
+
+
+def _check_problem(spec: str, result):
+    """Validate what a factory returned; (model, loss_fn, batch, nodes, name)."""
+    import torch
+
+    got = type(result).__name__
+    nodes = name = None
+    if isinstance(result, dict):
+        unknown = [k for k in result if k not in _DICT_KEYS]
+        if unknown:
+            k = unknown[0]
+            close = difflib.get_close_matches(str(k), _DICT_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise CLIError(f"{spec} returned a dict with unknown key {k!r}{hint}; it must return {_RETURN_HELP}")
+        missing = [k for k in ("model", "loss_fn") if k not in result]
+        if "batch" not in result and not ("x" in result and "y" in result):
+            missing.append("batch")
+        if missing:
+            raise CLIError(f"{spec} returned a dict without {', '.join(repr(m) for m in missing)}; "
+                           f"it must return {_RETURN_HELP}")
+        model, loss_fn = result["model"], result["loss_fn"]
+        batch = result["batch"] if "batch" in result else (result["x"], result["y"])
+        nodes, name = result.get("nodes"), result.get("name")
+    elif isinstance(result, (tuple, list)) and len(result) in (3, 4):
+        model, loss_fn, batch = result[:3]
+        nodes = result[3] if len(result) == 4 else None
+    else:
+        what = f"a {got} of {len(result)} items" if isinstance(result, (tuple, list)) else f"a {got}"
+        raise CLIError(f"{spec} returned {what}; it must return {_RETURN_HELP}")
+    if not isinstance(model, torch.nn.Module):
+        raise CLIError(f"{spec}: the model must be a torch.nn.Module, got {type(model).__name__}; "
+                       f"the factory must return {_RETURN_HELP}")
+    if not callable(loss_fn):
+        raise CLIError(f"{spec}: loss_fn must be callable (e.g. torch.nn.CrossEntropyLoss()), "
+                       f"got {type(loss_fn).__name__}")
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        what = f"a {type(batch).__name__}" + (f" of {len(batch)} items" if isinstance(batch, (tuple, list)) else "")
+        raise CLIError(f"{spec}: the batch must be a pair (x, y), got {what}")
+    if nodes is not None:
+        if isinstance(nodes, str):
+            nodes = [n.strip() for n in nodes.split(",") if n.strip()]
+        if not (isinstance(nodes, (list, tuple)) and nodes and all(isinstance(n, str) for n in nodes)):
+            raise CLIError(f"{spec}: nodes must be a non-empty list of node names, got {nodes!r}")
+        nodes = list(nodes)
+    return model, loss_fn, batch, nodes, name
+
+
+def resolve_model(spec: str, seed: int = 0):
+    """MODEL → (name, model, loss_fn, batch, nodes, source).  Raises :class:`CLIError`."""
+    if spec in DEMOS:
+        model, loss_fn, batch, nodes = demo(spec, seed=seed)
+        return spec, model, loss_fn, batch, nodes, "built-in"
+    if ":" not in spec:
+        close = difflib.get_close_matches(spec, list(DEMOS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise CLIError(f"unknown model {spec!r}: {hint}built-in models are {', '.join(DEMOS)}; "
+                       "for your own model give module:factory (e.g. my_models:make)")
+    module, _, attr = spec.rpartition(":")
+    if not module or not (module.endswith(".py") or _DOTTED.match(module)) or not _DOTTED.match(attr):
+        raise CLIError(f"bad model {spec!r}: expected a built-in name or module:factory, e.g. my_models:make, "
+                       "package.module:build_model or path/to/file.py:make")
+    mod = _import(module)
+    obj = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            close = difflib.get_close_matches(part, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise CLIError(f"module {module!r} has no attribute {attr!r}{hint}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise CLIError(f"{spec} is a {type(obj).__name__}, not a function: the factory must be callable "
+                       f"with no arguments and return {_RETURN_HELP}")
+    try:
+        result = obj()
+    except Exception as exc:  # noqa: BLE001 - the user's code failed: say where, one line
+        raise CLIError(f"{spec}() raised {type(exc).__name__}: {_one_line(exc)}"
+                       f"{_where(exc, getattr(mod, '__file__', None))}") from None
+    model, loss_fn, batch, nodes, name = _check_problem(spec, result)
+    return name or spec, model, loss_fn, batch, nodes, spec
+
+
+def _eval_mode(model) -> list[str]:
+    """Put the model in eval mode; the BatchNorm/Dropout modules that were in train mode."""
+    import torch
+
+    stochastic = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd)
+    changed = [f"{type(m).__name__} {name or '(the model)'!r}" for name, m in model.named_modules()
+               if m.training and isinstance(m, stochastic)]
+    model.eval()
+    return changed
+
+
+# ------------------------------------------------------------------------------------------------
+# commands
+# ------------------------------------------------------------------------------------------------
+
+def cmd_models(args) -> int:
+    width = max(len(n) for n in DEMOS)
+    print("Built-in models (hessexplore analyze NAME):")
+    for n in DEMOS:
+        print(f"  {n:<{width}}  {DESCRIPTIONS.get(n, '')}")
+    print("\nYour own: hessexplore analyze module:factory  (the factory returns " + _RETURN_HELP + ")")
     return 0
 
 
+def cmd_analyze(args) -> int:
+    import torch
+
+    from . import report
+    from .session import Session
+
+    spec = args.model_opt or args.model or "residual"
+    if args.model and args.model_opt and args.model != args.model_opt:
+        raise CLIError(f"two models given ({args.model!r} and --model {args.model_opt!r}); give one")
+    name, model, loss_fn, batch, nodes, source = resolve_model(spec, seed=args.seed)
+    changed = _eval_mode(model)
+    if changed:
+        print(f"note: analysing the model in eval mode; {', '.join(changed[:3])}"
+              f"{' ...' if len(changed) > 3 else ''} {'was' if len(changed) == 1 else 'were'} in train mode",
+              file=sys.stderr)
+    if args.nodes:
+        nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
+    dtype = getattr(torch, args.dtype)
+    s = Session(model, loss_fn, batch, dtype=dtype)
+    if args.space == "parameter" and not args.nodes:
+        nodes = None                     # parameter space: the groups (analyze's default)
+    for n in nodes or []:
+        s.dim(n, args.space)             # unknown names -> UnknownNameError (readable, exit 2)
+    n_params = sum(p.numel() for p in s.model.parameters())
+    print(f"{name}: {type(s.model).__name__} with {n_params:,} parameters, batch of {s.batch_size}, "
+          f"{len(s.nodes)} nodes, {len(s.groups)} parameter groups; {args.space} space, "
+          f"{str(s.dtype).replace('torch.', '')}, {s.device}")
+    progress = Progress(enabled=not args.quiet)
+    try:
+        a = report.analyze(s, nodes, space=args.space, name=name, spectra=not args.no_spectra,
+                           phi=not args.no_phi, progress=progress, source=source)
+    except BlockTooLargeError as exc:
+        raise CLIError(f"{_one_line(exc)} From the command line: map smaller nodes with --nodes "
+                       "(see 'hessexplore analyze --help').") from None
+    print()
+    print(report.summary(a))
+    if not args.no_report:
+        paths = report.write(a, args.out)
+        print(f"\nwrote {Path(args.out)}/: " + ", ".join(p.name for p in paths))
+    return 0
+
+
+def _free_port(ip: str, preferred: int | None) -> int:
+    import socket
+
+    def free(port):
+        with socket.socket() as sock:
+            try:
+                sock.bind((ip if ip not in ("0.0.0.0", "") else "", port))
+                return True
+            except OSError:
+                return False
+    if preferred:
+        if not free(preferred):
+            raise CLIError(f"port {preferred} is in use; choose another with --port, or omit it")
+        return preferred
+    for port in range(8888, 8900):
+        if free(port):
+            return port
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def _copy_notebooks(dest: Path, reset: bool) -> tuple[list[str], list[str]]:
+    import shutil
+
+    src = notebooks_dir()
+    if src is None:
+        raise CLIError("the teaching notebooks are not installed with this copy of hessexplore "
+                       "(neither hessexplore/_notebooks nor a source checkout's notebooks/ was found)")
+    dest.mkdir(parents=True, exist_ok=True)
+    copied, kept = [], []
+    for nb in NOTEBOOKS:
+        s, d = src / nb, dest / nb
+        if not s.is_file():
+            continue
+        if d.exists() and not reset:
+            kept.append(nb)
+            continue
+        shutil.copyfile(s, d)
+        copied.append(nb)
+    return copied, kept
+
+
+def cmd_demo(args) -> int:
+    import secrets
+    import signal
+    import subprocess
+    import urllib.request
+
+    nb = args.notebook if args.notebook.endswith(".ipynb") else args.notebook + ".ipynb"
+    if nb not in NOTEBOOKS:
+        close = difflib.get_close_matches(nb, NOTEBOOKS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise CLIError(f"unknown notebook {args.notebook!r}{hint}; the notebooks are {', '.join(NOTEBOOKS)}")
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise CLIError("JupyterLab is not installed in this environment (the demo installs nothing): "
+                       "pip install jupyterlab, then run hessexplore demo again")
+    dest = Path(args.dir).resolve()
+    copied, kept = _copy_notebooks(dest, args.reset)
+    if kept:
+        print(f"keeping your edited copies in {dest} ({len(kept)} notebooks; --reset restores the originals)")
+    port = _free_port(args.ip, args.port)
+    token = secrets.token_hex(24)
+    env = dict(os.environ, JUPYTER_TOKEN=token)
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ServerApp.ip={args.ip}",
+           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={dest}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--ServerApp.allow_root=True")     # containers often run as root; the token still guards it
+    log_path = dest / ".hessexplore-demo.log"
+    log = None if args.verbose else open(log_path, "w", encoding="utf-8")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
+                            start_new_session=True)
+    host = "127.0.0.1" if args.ip in ("0.0.0.0", "", "localhost") else args.ip
+    if args.ip in ("0.0.0.0", ""):
+        import socket
+        host = socket.gethostname()
+    base = f"http://{host}:{port}"
+    url = f"{base}/lab/tree/{nb}?token={token}"
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    old_term = signal.signal(signal.SIGTERM, stop)
+    try:
+        deadline = time.monotonic() + args.timeout
+        while True:
+            if proc.poll() is not None:
+                tail = ""
+                if log is not None:
+                    log.flush()
+                    tail = " | ".join(log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:])
+                raise CLIError(f"JupyterLab exited with status {proc.returncode} before it was ready"
+                               + (f": {_one_line(tail)}" if tail else "") + (f" (log: {log_path})" if log else ""))
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise CLIError(f"JupyterLab did not answer within {args.timeout:.0f} s"
+                               + (f" (log: {log_path})" if log else ""))
+            time.sleep(0.25)
+        print(f"JupyterLab is running on the hessexplore notebooks in {dest}")
+        print(f"    {url}")
+        print("Open that URL in a browser" + (" (opening it now)" if not args.no_browser else "")
+              + ". Press Ctrl+C to stop the server.", flush=True)
+        if not args.no_browser:
+            import webbrowser
+            webbrowser.open(url)
+        proc.wait()
+        return 0 if proc.returncode == 0 else 1
+    except KeyboardInterrupt:
+        print("\nstopping JupyterLab ...", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=15)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+        if log is not None:
+            log.close()
+        print("JupyterLab stopped.", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# parser and entry point
+# ------------------------------------------------------------------------------------------------
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hessexplore", description="See the curvature of a neural network.")
-    sub = p.add_subparsers(dest="command", required=True)
-    a = sub.add_parser("analyze", help="coupling map, GN-Gaps and Φ of a built-in model")
-    a.add_argument("--model", default="residual", choices=sorted(DEMOS), help="built-in demo model")
-    a.add_argument("--space", default="activation", choices=["activation", "parameter"])
-    a.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--out", default=None, help="folder to write report.json into")
+    p = _Parser(prog="hessexplore", description="See the curvature of a neural network: Hessian blocks "
+                "between nodes of a PyTorch model, split into Gauss-Newton and tensor parts.",
+                epilog="Run 'hessexplore COMMAND --help' for a command's options.")
+    p.add_argument("--version", action="version", version=f"hessexplore {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    a = sub.add_parser("analyze", help="coupling map, GN-Gaps, Φ and layer spectra of a model; writes a report",
+                       description="Exact coupling map (R, C, stable rank, GN-Gap) among a model's nodes, Φ over "
+                       "its parameter groups and the local Hessian spectrum of every group. MODEL is a built-in "
+                       "name (see 'hessexplore models') or module:factory, where factory() returns "
+                       f"{_RETURN_HELP}; module is imported from the current folder or PYTHONPATH, or give "
+                       "path/to/file.py:factory.")
+    a.add_argument("model", nargs="?", default=None, metavar="MODEL",
+                   help="built-in model name or module:factory (default: residual)")
+    a.add_argument("--model", dest="model_opt", default=None, metavar="MODEL", help=argparse.SUPPRESS)
+    a.add_argument("--nodes", default=None, metavar="A,B,...",
+                   help="comma-separated node names to map (default: the factory's nodes, else the outputs "
+                        "of the modules that own parameters)")
+    a.add_argument("--space", default="activation", choices=["activation", "parameter"],
+                   help="blocks between activations (default) or between parameter groups")
+    a.add_argument("--dtype", default="float64", choices=["float32", "float64"],
+                   help="computation dtype (default float64: exact zeros look like zeros)")
+    a.add_argument("--seed", type=int, default=0, help="seed of a built-in model and its data (default 0)")
+    a.add_argument("--out", default="hessexplore-report", metavar="DIR",
+                   help="report folder (default ./hessexplore-report)")
+    a.add_argument("--no-report", action="store_true", help="print the tables only, write no files")
+    a.add_argument("--no-spectra", action="store_true", help="skip the layer spectra")
+    a.add_argument("--no-phi", action="store_true", help="skip Φ (the parameter-space map)")
+    a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=cmd_analyze)
+
+    d = sub.add_parser("demo", help="open JupyterLab on the quickstart notebook",
+                       description="Copy the teaching notebooks into a working folder and open JupyterLab on "
+                       "the quickstart. Installs nothing (needs jupyterlab in this environment).")
+    d.add_argument("--no-browser", action="store_true",
+                   help="do not open a browser; print the URL with its token (for servers)")
+    d.add_argument("--port", type=int, default=None, help="port (default: the first free one from 8888)")
+    d.add_argument("--ip", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    d.add_argument("--dir", default="hessexplore-notebooks", metavar="DIR",
+                   help="working folder for the notebooks (default ./hessexplore-notebooks)")
+    d.add_argument("--notebook", default=NOTEBOOKS[0], help=f"notebook to open (default {NOTEBOOKS[0]})")
+    d.add_argument("--reset", action="store_true", help="overwrite edited copies with the original notebooks")
+    d.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server (default 120)")
+    d.add_argument("--verbose", action="store_true", help="show JupyterLab's own log")
+    d.set_defaults(func=cmd_demo)
+
+    m = sub.add_parser("models", help="list the built-in models", description="List the built-in models.")
+    m.set_defaults(func=cmd_models)
     return p
 
 
@@ -95,9 +488,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except HessExploreError as exc:
-        print(f"hessexplore: error: {exc}", file=sys.stderr)
-        return 2
+    except (CLIError, HessExploreError) as exc:
+        print(f"hessexplore: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\nhessexplore: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:          # `hessexplore analyze | head`: the reader left; not an error
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:
+            pass
+        return 0
 
 
 if __name__ == "__main__":

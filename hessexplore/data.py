@@ -2,7 +2,9 @@
 
 Every function is deterministic in ``seed`` and returns ``(x, y)`` tensors:
 ``y`` holds class indices (int64) for classification, targets (float) for
-regression.
+regression.  :func:`digits` is the one real data set: scikit-learn's bundled
+8×8 handwritten digits, read from the files inside the scikit-learn package
+(it is an optional dependency; nothing is downloaded either way).
 """
 from __future__ import annotations
 
@@ -64,6 +66,38 @@ def images(n: int = 64, channels: int = 1, size: int = 8, classes: int = 3, seed
     patterns = torch.randn(classes, channels, size, size, generator=g)
     y = torch.randint(0, classes, (n,), generator=g)
     x = patterns[y] + 0.7 * torch.randn(n, channels, size, size, generator=g)
+    return x, y
+
+
+def digits(n: int | None = None, image: bool = False, classes: int = 10, seed: int = 0):
+    """scikit-learn's bundled handwritten digits (1797 images, 8×8, 10 classes), shuffled by ``seed``.
+
+    Read from the files shipped inside scikit-learn (``sklearn.datasets.load_digits``): nothing is
+    downloaded.  Pixels are scaled from 0..16 to [0, 1].  Returns x (n, 64) float32, or
+    (n, 1, 8, 8) with ``image=True``, and y (n,) int64; ``classes`` < 10 keeps digits 0..classes-1;
+    ``n`` (default: all) takes the first n after shuffling.  Raises ImportError with an install hint
+    when scikit-learn is missing.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise ImportError("data.digits() needs scikit-learn, which bundles the digits files "
+                          "(pip install scikit-learn); the other data sets here need nothing") from exc
+    if not 2 <= classes <= 10:
+        raise ValueError(f"classes must be between 2 and 10, got {classes}")
+    d = load_digits()
+    x = torch.as_tensor(d.data, dtype=torch.float32) / 16.0
+    y = torch.as_tensor(d.target, dtype=torch.int64)
+    keep = y < classes
+    x, y = x[keep], y[keep]
+    perm = torch.randperm(x.shape[0], generator=_gen(seed))
+    x, y = x[perm], y[perm]
+    if n is not None:
+        if not 1 <= n <= x.shape[0]:
+            raise ValueError(f"n must be between 1 and {x.shape[0]} for {classes} classes, got {n}")
+        x, y = x[:n], y[:n]
+    if image:
+        x = x.reshape(-1, 1, 8, 8)
     return x, y
 
 

@@ -2,10 +2,13 @@
 
 ``demo(name)`` returns ``(model, loss_fn, (x, y), nodes)`` where ``nodes`` are
 the nodes worth mapping (block outputs).  Everything is generated locally
-from a seed: nothing is downloaded.
+from a seed: nothing is downloaded.  ``DESCRIPTIONS`` says in one line what
+each is; :func:`notebooks_dir` finds the teaching notebooks that
+``hessexplore demo`` opens.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -61,6 +64,32 @@ DEMOS: dict[str, Callable] = {
     "mlp": _mlp, "relu-mlp": _relu_mlp, "residual": _residual, "diamond": _diamond,
     "bottleneck": _bottleneck, "attention": _attention, "cnn": _cnn,
 }
+
+
+DESCRIPTIONS: dict[str, str] = {
+    "mlp": "plain MLP, 4 GELU blocks with LayerNorm, Gaussian blobs (cross-entropy)",
+    "relu-mlp": "plain MLP, 4 ReLU blocks, Gaussian blobs: activation-space tensor part is exactly 0",
+    "residual": "residual MLP, 4 ReLU+LayerNorm blocks on the stream, spirals (the default)",
+    "diamond": "two tanh branches from a shared stem, summed, Gaussian blobs",
+    "bottleneck": "wide-narrow-wide SiLU MLP, teacher-student regression (MSE)",
+    "attention": "one softmax self-attention head with LayerNorm, planted-token sequences",
+    "cnn": "two conv + eval-mode BatchNorm + max-pool stages, small synthetic images",
+}
+
+#: the teaching notebooks, in reading order (``notebooks/`` in the repository)
+NOTEBOOKS = ("01_quickstart.ipynb", "02_relu_vs_smooth.ipynb", "03_skip_connections.ipynb",
+             "04_branches_and_attention.ipynb", "05_spectra_through_training.ipynb",
+             "06_your_own_model.ipynb")
+
+
+def notebooks_dir() -> Path | None:
+    """Where the teaching notebooks are: shipped in the wheel as ``hessexplore/_notebooks``, or
+    ``notebooks/`` of a source checkout (editable install).  None if neither has them."""
+    here = Path(__file__).resolve().parent
+    for d in (here / "_notebooks", here.parent / "notebooks"):
+        if (d / NOTEBOOKS[0]).is_file():
+            return d
+    return None
 
 
 def demo(name: str = "residual", seed: int = 0):
