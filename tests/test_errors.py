@@ -19,14 +19,6 @@ F64 = torch.float64
 CE = nn.CrossEntropyLoss()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def batch(n=8):
     return data.blobs(n, d=8, classes=3, seed=0)
 

@@ -22,15 +22,6 @@ PAIR = ("blocks.0.0", "blocks.1.0")      # off-diagonal, 6 × 6, curved (GELU + 
 DIAG = "blocks.1.0"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threads only add contention on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(activation="gelu", norm="layernorm"):
     torch.manual_seed(0)
     return models.MLP(d_in=4, width=6, depth=2, d_out=3, activation=activation, norm=norm).eval()

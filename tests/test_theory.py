@@ -24,15 +24,6 @@ F64 = torch.float64
 CE = nn.CrossEntropyLoss()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threads only add contention on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def session(model: nn.Module, batch, loss=CE, **kw) -> hx.Session:
     return hx.Session(model.eval(), loss, batch, dtype=F64, **kw)
 
