@@ -10,6 +10,9 @@ One worker computes; the kernel's main thread only validates and enqueues.
   :class:`~hessexplore.errors.HessExploreError` message verbatim, anything unexpected
   summarised in one line (the traceback is kept in :attr:`JobRunner.last_traceback`, never
   printed: output from a worker thread lands in whichever cell happens to run).
+  A job may queue a follow-up (:meth:`JobContext.then`, e.g. the local spectrum after a diagonal
+  block): it becomes a job of its own only if the first ends ``done`` and is still the latest
+  request, so cancelling or superseding the first also drops the follow-up.
 * :class:`Publisher` — one lock, at most ``max_rate`` writes per second, coalescing (only the
   latest pending value of each trait is written).  Three writes of a job skip the wait so the
   page reacts at once: its start (running status), its first result, and its final state
@@ -246,6 +249,7 @@ class Job:
     message: str = ""
     started: float | None = None
     ended: float | None = None
+    follow: tuple | None = None          # (kind, fn, label, initial): queued when this job ends done
 
     def cancel(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -278,6 +282,13 @@ class JobContext:
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.job.started if self.job.started is not None else 0.0
+
+    def then(self, kind: str, fn: Callable[["JobContext"], str | None], label: str = "",
+             initial: Callable[[int], dict] | None = None) -> None:
+        """Queue ``fn`` as a follow-up job once this one ends ``done`` — only if it is still the
+        latest request then (nothing newer was submitted, it was not cancelled).  The follow-up
+        is a job of its own: a new generation with its own status, cancellable like any other."""
+        self.job.follow = (kind, fn, label, initial)
 
     def status(self, state: str = "running", message: str | None = None, progress: float | None = None) -> dict:
         if progress is not None:
@@ -448,3 +459,23 @@ class JobRunner:
         # dropped by the publisher when the job was superseded (a newer generation owns the status)
         self.publisher.update(job.id, final=True, **{self.status_trait: ctx.status(state, message)})
         job.finished.set()
+        if state == "done" and job.follow is not None:
+            self._chain(job)
+
+    def _chain(self, job: Job) -> Job | None:
+        """Queue ``job``'s follow-up (see :meth:`JobContext.then`) unless a newer request or a
+        cancel came first; the draining worker runs it next."""
+        kind, fn, label, initial = job.follow
+        with self._lock:
+            if self._closed or self._gen != job.id or job.stop.is_set() or self._pending is not None:
+                return None
+            nxt = Job(self._next_generation_locked(), kind, label or kind, fn)
+            self._pending = nxt
+            self._idle.clear()
+            self.last_job = nxt
+        self.publisher.begin(nxt.id)
+        status = {"state": "running", "message": nxt.label, "job": nxt.id, "kind": kind,
+                  "progress": 0.0, "elapsed": 0.0}
+        traits = initial(nxt.id) if initial is not None else {}
+        self.publisher.update(nxt.id, now=True, **{self.status_trait: status}, **traits)
+        return nxt

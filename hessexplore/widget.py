@@ -3,6 +3,8 @@
     w = hx.explore(model, loss_fn, (x, y), dtype=torch.float64)   # display w in a notebook
     w.select("blocks.0", "blocks.2")             # what clicking two nodes does
     w.wait(); w.estimate["metrics"]["resonance"]; w.result
+    w.select("blocks.1", spectrum=True)          # one node twice: its block, then its local spectrum
+    w.load_run(tracker.run)                      # replay a tracked run through the graph's colours
 
 Protocol (traits, messages, DOM hooks): docs/widget-protocol.md.  The comm handler only
 validates and enqueues; one worker thread computes (:mod:`hessexplore.jobs`); one locked
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,8 +37,12 @@ STATIC = Path(__file__).parent / "static"
 BUNDLE = STATIC / "widget.js"
 BUNDLE_CSS = STATIC / "widget.css"
 
-__all__ = ["Explorer", "explore", "ProtocolError", "BundleMissingError", "buf", "decode_buf",
+__all__ = ["Explorer", "explore", "ProtocolError", "BundleMissingError", "buf", "decode_buf", "run_json",
            "SyncExecutor", "ThreadExecutor", "PROTOCOL"]
+
+#: spectrum settings of the explorer's streaming jobs (Session.iter_spectrum keywords)
+SPECTRUM_K = 5
+SPECTRUM_PROBES = 16
 
 
 class ProtocolError(HessExploreError):
@@ -146,6 +153,108 @@ def _rel_ci(content: dict) -> float | None:
     return float(x)
 
 
+def _has_params(session: Session, name: str) -> bool:
+    try:
+        return session.dim(name, "parameter") > 0
+    except HessExploreError:
+        return False
+
+
+def _bool(content: dict, key: str, default: bool = False) -> bool:
+    x = content.get(key, default)
+    if x is None:
+        return default
+    if not isinstance(x, bool):
+        raise ProtocolError(f"{key!r} must be true or false, got {x!r}")
+    return x
+
+
+# ---- checkpoint replay -----------------------------------------------------------------------
+#: statistics first in the page's selector (others follow in the order the run has them)
+_STAT_ORDER = ("lambda_max", "lambda_min", "trace", "trace_share", "frobenius", "negative_mass",
+               "negative_fraction", "abs_min_over_max", "condition_number", "spectral_entropy",
+               "effective_rank", "stable_rank", "numerical_rank")
+_STAT_SKIP = ("n", "eps", "tol", "outlier_threshold", "not_estimated", "not_estimable")
+
+
+def _as_run(run):
+    """A :class:`~hessexplore.tracker.Run` from a Run, a Tracker, a path or a saved JSON dict."""
+    from .tracker import Run, Tracker
+    if isinstance(run, Run):
+        return run
+    if isinstance(run, Tracker):
+        return run.run
+    if isinstance(run, (str, os.PathLike)):
+        return Run.load(os.fspath(run))
+    if isinstance(run, dict):
+        return Run.from_json(run)
+    raise TypeError(f"run must be a hessexplore Run, Tracker, a path to a saved run or its JSON dict, "
+                    f"got {type(run).__name__}")
+
+
+def run_json(run, part: str = "full") -> dict:
+    """The ``run`` trait for a tracked run (docs/widget-protocol.md): per statistic and group the
+    values at every checkpoint (``Run.series(stat, group=g, part=part)``; NaN → null), the steps
+    and the train/test losses.  ``stats`` lists the raw statistics, then the normalised ones
+    that are not raw already (also listed in ``normalized``); only statistics with at least one
+    finite value are kept."""
+    run = _as_run(run)
+    if part not in ("full", "gn", "tensor"):
+        raise HessExploreError(f"part must be 'full', 'gn' or 'tensor', got {part!r}")
+    records = list(run.records)
+    groups = list(run.groups)
+    for r in records:       # groups a run recorded without listing them (older files)
+        for g in r.get("layers", {}):
+            if g not in groups:
+                groups.append(g)
+    raw: list[str] = []
+    norm: list[str] = []
+    for r in records:
+        for g in groups:
+            lay = r.get("layers", {}).get(g, {}).get(part) or {}
+            for sect, out in (("stats", raw), ("normalized", norm)):
+                for k, v in (lay.get(sect) or {}).items():
+                    if k in _STAT_SKIP or isinstance(v, (list, dict, str)) or k in out:
+                        continue
+                    out.append(k)
+    norm = [k for k in norm if k not in raw]
+    raw = [k for k in _STAT_ORDER if k in raw] + [k for k in raw if k not in _STAT_ORDER]
+    values: dict[str, dict[str, list]] = {}
+    for k in raw + norm:
+        per = {g: [_num(x) for x in run.series(k, group=g, part=part)[1]] for g in groups}
+        if any(x is not None for xs in per.values() for x in xs):
+            values[k] = per
+    stats = [k for k in raw + norm if k in values]
+    _, train = run.series("train_loss")
+    _, test = run.series("test_loss")
+    return {"name": str(run.name), "part": part, "steps": [int(s) for s in run.steps.tolist()],
+            "stats": stats, "normalized": [k for k in norm if k in values], "groups": groups,
+            "values": values, "losses": {"train": [_num(x) for x in train], "test": [_num(x) for x in test]}}
+
+
+def _spectrum_progress(sp, steps: int, probes: int) -> float:
+    """0..1 through a streaming spectrum: Lanczos steps, then SLQ probes (halves for lanczos+slq)."""
+    if sp.done:
+        return 1.0
+    lz = min(sp.lanczos_iterations / max(steps, 1), 0.99)
+    slq = min((sp.slq.num_probes if sp.slq is not None else 0) / max(probes, 1), 0.99)
+    if sp.method == "lanczos":
+        return lz
+    if sp.method == "slq":
+        return slq
+    if sp.method == "lanczos+slq":
+        return 0.5 * lz if sp.stage == "lanczos" else 0.5 + 0.5 * slq
+    return 0.0
+
+
+def _stage_words(sp, steps: int) -> str:
+    if sp.stage == "lanczos":
+        return f" · Lanczos step {sp.lanczos_iterations}/{steps}" + (" (converged)" if sp.converged else "")
+    if sp.stage == "slq" and sp.slq is not None:
+        return f" · SLQ {sp.slq.num_probes}/{SPECTRUM_PROBES} probes"
+    return f" · {sp.stage}" if sp.stage else ""
+
+
 # ---- the widget ------------------------------------------------------------------------------
 def _default_status() -> dict:
     return {"state": "idle", "message": "", "job": 0, "kind": "estimate", "progress": 0.0, "elapsed": 0.0}
@@ -168,6 +277,8 @@ class Explorer(anywidget.AnyWidget):
     max_rate : most trait writes per second while a job streams.
     history_points : longest sparkline history kept per metric (older points are thinned).
     max_eigen_dim : diagonal blocks up to this size also carry their eigenvalues.
+    run : a tracked training run (``hx.Run``, ``hx.Tracker``, or a path to a saved one) to replay
+        through the graph's colours; see :meth:`load_run`.
     """
 
     graph = traitlets.Dict().tag(sync=True)
@@ -177,9 +288,10 @@ class Explorer(anywidget.AnyWidget):
     block = traitlets.Dict().tag(sync=True)
     coupling_map = traitlets.Dict().tag(sync=True)
     spectrum = traitlets.Dict().tag(sync=True)
+    run = traitlets.Dict().tag(sync=True)
 
     def __init__(self, session: Session, *, executor=None, max_shown: int = 128, max_rate: float = 20.0,
-                 history_points: int = 200, max_eigen_dim: int = 2048, **kwargs):
+                 history_points: int = 200, max_eigen_dim: int = 2048, run=None, **kwargs):
         if not isinstance(session, Session):
             raise TypeError(f"Explorer needs a hessexplore.Session, got {type(session).__name__}")
         esm, css = _bundle()
@@ -195,6 +307,9 @@ class Explorer(anywidget.AnyWidget):
         self._publisher = Publisher(self._write, max_rate=max_rate)
         self._runner = JobRunner(self._publisher, executor if executor is not None else ThreadExecutor())
         self.graph = self._graph_json()
+        self.replay_run = None      # the Run behind the `run` trait
+        if run is not None:
+            self.load_run(run)
         self.on_msg(self._on_custom_msg)
 
     # -- trait writes (publisher lock held) --
@@ -263,22 +378,83 @@ class Explorer(anywidget.AnyWidget):
         probes = _int(c, "probes", 200, 1, MAX_PROBES)
         rel_ci = _rel_ci(c)
         seed = _int(c, "seed", 0, 0, 2**63 - 1)
+        follow = _bool(c, "spectrum")
         s = self.session
         s.dim(v, space), s.dim(w, space)        # unknown names -> UnknownNameError (readable)
         sel = {"v": v, "w": w, "space": space, "mode": mode, "probes": probes, "rel_ci": rel_ci}
+        # a diagonal pick with "spectrum": the local spectrum of the node's parameter group follows
+        # the block as a job of its own (queued only if the block ends done and nothing newer came)
+        group, why = self.spectrum_group(v, space) if follow and v == w else (None, "")
+        spec_head = None
+        if follow and v == w:
+            spec_head = self._spectrum_head(v, space, group, why)
+
+        def initial(job_id: int, extra: dict | None = None) -> dict:
+            out = dict(extra or {})
+            if spec_head is not None:
+                out["spectrum"] = {**spec_head, "job": job_id}
+            return out
+
+        def with_follow(run_fn):
+            def fn(ctx: JobContext):
+                message = run_fn(ctx)
+                if group is not None:
+                    ctx.then("spectrum", lambda c2: self._run_spectrum(c2, group, "full", "auto", node=v),
+                             f"Local spectrum of {group} (full, auto) · from the pick {v}",
+                             initial=lambda jid: {"spectrum": {**spec_head, "job": jid,
+                                                               "stage": "starting"}})
+                return message
+            return fn
+
         if mode == "exact":
             label = f"Exact H[{v}, {w}] ({space})"
-            job = self._runner.submit("block", lambda ctx: self._run_block(ctx, v, w, space), label,
-                                      selection=sel)
+            job = self._runner.submit("block", with_follow(lambda ctx: self._run_block(ctx, v, w, space)), label,
+                                      initial=initial, selection=sel)
         else:
             label = f"Streaming H[{v}, {w}] ({space}) · 0/{probes} probes"
             head = {"v": v, "w": w, "space": space, "probes": 0, "budget": probes, "done": False,
                     "metrics": {}, "history": {}}
-            job = self._runner.submit("estimate",
-                                      lambda ctx: self._run_estimate(ctx, v, w, space, probes, rel_ci, seed),
-                                      label, initial=lambda job_id: {"estimate": {"job": job_id, **head}},
-                                      selection=sel)
+            job = self._runner.submit(
+                "estimate", with_follow(lambda ctx: self._run_estimate(ctx, v, w, space, probes, rel_ci, seed)),
+                label, initial=lambda job_id: initial(job_id, {"estimate": {"job": job_id, **head}}),
+                selection=sel)
         return job.id
+
+    def spectrum_group(self, name: str, space: str = "activation") -> tuple[str | None, str]:
+        """The parameter group whose local spectrum a diagonal pick of ``name`` shows, and why.
+
+        Parameter space: ``name`` itself.  Activation space: the node's module when it owns
+        parameters (a layer: its own; a container such as ``blocks.0``: all parameters under
+        it); otherwise ``(None, reason)`` — e.g. an activation function owns no parameters.
+        """
+        s = self.session
+        if space == "parameter":
+            return name, f"parameter group {name}"
+        if name in s.groups:
+            return name, f"the parameters of module {name}"
+        try:
+            s.dim(name, "parameter")
+            return name, f"all parameters under {name}"
+        except HessExploreError:
+            pass
+        node = s.graph.resolve(name) if s.graph is not None else None
+        what = f"{name} ({node.op})" if node is not None and node.op and node.op != name else name
+        hint = ""
+        if node is not None:
+            owners = [a for a in node.aliases if _has_params(s, a)]
+            if owners:
+                o = owners[0]
+                hint = (f" It is the output of {o}: collapse {o} and pick it (or call "
+                        f"w.local_spectrum({o!r})) for the spectrum of all its parameters.")
+        return None, f"{what} owns no parameters, so it has no local spectrum.{hint}"
+
+    @staticmethod
+    def _spectrum_head(node: str, space: str, group: str | None, why: str) -> dict:
+        base = {"node": node, "space": space, "group": group, "part": "full", "method": "auto",
+                "eigenvalues": None, "density": None, "stats": {}, "done": group is None, "stage": ""}
+        if group is None:
+            return {**base, "pending": False, "message": why}
+        return {**base, "pending": True, "note": f"Local spectrum of {group} ({why}): follows the block H[{node}, {node}]."}
 
     def _map(self, c: dict) -> int:
         space = _space(c)
@@ -309,7 +485,10 @@ class Explorer(anywidget.AnyWidget):
             raise ProtocolError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         self.session.dim(group, "parameter")       # unknown group -> readable error
         label = f"Local spectrum of {group} ({part}, {method})"
-        return self._runner.submit("spectrum", lambda ctx: self._run_spectrum(ctx, group, part, method), label).id
+        head = {"group": group, "node": None, "part": part, "method": method, "eigenvalues": None, "density": None,
+                "stats": {}, "done": False, "pending": True, "stage": "starting"}
+        return self._runner.submit("spectrum", lambda ctx: self._run_spectrum(ctx, group, part, method), label,
+                                   initial=lambda job_id: {"spectrum": {**head, "job": job_id}}).id
 
     # -- jobs (worker thread) --
     def _run_block(self, ctx: JobContext, v: str, w: str, space: str) -> str:
@@ -409,13 +588,19 @@ class Explorer(anywidget.AnyWidget):
                 "distance": buf(cm.distance.to(torch.float64), "float64"),
                 "filled": buf(cm.filled, "uint8"), "done": cm.done}
 
-    def _run_spectrum(self, ctx: JobContext, group: str, part: str, method: str) -> str:
+    def _run_spectrum(self, ctx: JobContext, group: str, part: str, method: str, node: str | None = None) -> str:
+        n = self.session.dim(group, "parameter")
+        steps = min(n, max(200, 4 * SPECTRUM_K))          # Lanczos' step budget (iter_spectrum's default)
+        budget = {"lanczos_iterations": steps, "slq_probes": SPECTRUM_PROBES}
         sp = None
-        for sp in self.session.iter_spectrum(group, part, method, should_stop=ctx.should_stop):
-            ctx.summary = f"{sp.matvecs} products" if sp.matvecs else ""
-            ctx.publish(spectrum=self._spectrum_json(ctx.id, sp), result=sp,
-                        progress=0.95 if not sp.done else 1.0,
-                        message=f"Local spectrum of {group} · {sp.method}" + (f" · {sp.stage}" if sp.stage else ""))
+        for sp in self.session.iter_spectrum(group, part, method, should_stop=ctx.should_stop,
+                                             k=SPECTRUM_K, num_probes=SPECTRUM_PROBES):
+            progress = _spectrum_progress(sp, steps, SPECTRUM_PROBES)
+            ctx.summary = (f"{sp.matvecs} products" if sp.matvecs else "") + (f" ({sp.stage})" if sp.stage else "")
+            payload = self._spectrum_json(ctx.id, sp)
+            payload.update(progress=progress, budget=budget, node=node)
+            ctx.publish(spectrum=payload, result=sp, progress=progress,
+                        message=f"Local spectrum of {group} · {sp.method}" + _stage_words(sp, steps))
             ctx.check()
         if sp is None:
             return f"Local spectrum of {group}: nothing computed"
@@ -425,11 +610,33 @@ class Explorer(anywidget.AnyWidget):
     def _spectrum_json(job: int, sp) -> dict:
         out = sp.to_json(eigenvalues=False, density=False)
         out["job"] = job
+        out["pending"] = False
         out["eigenvalues"] = buf(sp.eigenvalues.detach().cpu(), "float64") if sp.eigenvalues is not None else None
         out["density"] = ({"grid": buf(sp.grid.detach().cpu(), "float64"),
                            "density": buf(sp.density.detach().cpu(), "float64")}
                           if sp.grid is not None and sp.density is not None else None)
+        out["slq_probes"] = sp.slq.num_probes if sp.slq is not None else 0
         return out
+
+    # -- checkpoint replay --
+    def load_run(self, run, *, part: str = "full") -> dict:
+        """Replay a tracked training run through the graph: the page shows a checkpoint slider and
+        colours every node whose module owns a tracked group by the chosen statistic there.
+
+        ``run``: an ``hx.Run`` (``tracker.run``), an ``hx.Tracker``, a path to a saved run, or
+        None (remove the replay).  ``part``: whose spectra ("full", "gn", "tensor").  Returns
+        the ``run`` trait (see :func:`run_json`).
+        """
+        if run is None:
+            payload, self.replay_run = {}, None
+        else:
+            r = _as_run(run)
+            payload = run_json(r, part)
+            self.replay_run = r
+        with self._publisher.lock:       # the publisher's lock: never interleave with a job's writes
+            with self.hold_sync():
+                self.run = payload
+        return payload
 
     # -- Python-side mirror of the page --
     def _call(self, msg: dict) -> int | None:
@@ -440,14 +647,17 @@ class Explorer(anywidget.AnyWidget):
             raise
 
     def select(self, v: str, w: str | None = None, *, space: str = "activation", mode: str = "stream",
-               probes: int = 200, rel_ci: float | None = None, seed: int = 0) -> int:
+               probes: int = 200, rel_ci: float | None = None, seed: int = 0, spectrum: bool = False) -> int:
         """Compute H[v, w] as a click on v then w does (``mode="exact"`` for the dense block).
 
-        Returns the job id; raises :class:`~hessexplore.errors.HessExploreError` for bad input
-        (and shows it in the page).  Use :meth:`wait` to block until the job ends.
+        ``spectrum=True`` with a diagonal pick (``w`` None or ``v``) also computes, as a follow-up
+        job, the local spectrum of the parameter group behind ``v`` (see :meth:`spectrum_group`),
+        as a click on the same node twice does in the page.  Returns the job id of the block;
+        raises :class:`~hessexplore.errors.HessExploreError` for bad input (and shows it in the
+        page).  Use :meth:`wait` to block until the job (and its follow-up) ends.
         """
         return self._call({"protocol": PROTOCOL, "type": "compute", "v": v, "w": w, "space": space,
-                           "mode": mode, "probes": probes, "rel_ci": rel_ci, "seed": seed})
+                           "mode": mode, "probes": probes, "rel_ci": rel_ci, "seed": seed, "spectrum": spectrum})
 
     def compute_map(self, nodes: Sequence[str] | None = None, *, space: str = "activation") -> int:
         """Exact coupling map among ``nodes`` (default all), filled column by column."""
@@ -487,11 +697,15 @@ class Explorer(anywidget.AnyWidget):
         super().close()
 
 
-def explore(model: torch.nn.Module, loss_fn, batch, *, executor=None, max_shown: int = 128, **session_kwargs) -> Explorer:
+def explore(model: torch.nn.Module, loss_fn, batch, *, executor=None, max_shown: int = 128, run=None,
+            **session_kwargs) -> Explorer:
     """Open an explorer on ``loss_fn(model(x), y)`` for ``batch = (x, y)``; returns the widget.
 
     ``session_kwargs`` go to :class:`~hessexplore.session.Session` (``dtype``,
     ``max_exact_dim``, ``leaf_modules``, ...).  Display the result (last expression of a
-    cell) to see the graph; click two nodes for their Hessian block.
+    cell) to see the graph; click two nodes for their Hessian block, one node twice for its
+    diagonal block and local spectrum.  ``run`` (``tracker.run``, a Tracker or a saved run's
+    path) adds a checkpoint slider that replays it through the graph's colours.
     """
-    return Explorer(Session(model, loss_fn, batch, **session_kwargs), executor=executor, max_shown=max_shown)
+    return Explorer(Session(model, loss_fn, batch, **session_kwargs), executor=executor, max_shown=max_shown,
+                    run=run)

@@ -160,6 +160,7 @@ export class MockKernel {
 
   begin(kind, message) {
     this.stop();
+    this.after = null;
     this.job += 1;
     this.startedAt = performance.now();
     this.active = { kind, job: this.job };
@@ -168,6 +169,7 @@ export class MockKernel {
   }
 
   cancel() {
+    this.after = null;
     if (!this.active) return;
     const { job } = this.active;
     this.stop();
@@ -191,6 +193,32 @@ export class MockKernel {
     };
   }
 
+  /** The group of a diagonal pick's follow-up spectrum, or {message} (cf. Explorer.spectrum_group). */
+  spectrumGroup(name, space) {
+    if (space === "parameter") return { group: name };
+    const n = this.nodeInfo(name);
+    const mod = ((this.model.get("graph") || {}).modules || []).find((m) => m.name === name);
+    if ((n && n.id === name && n.params > 0) || (mod && mod.params > 0)) return { group: name };
+    return { group: null, message: `${name}${n && n.op ? ` (${n.op})` : ""} owns no parameters, so it has no local spectrum.` };
+  }
+
+  followUp(msg, job, space) {
+    if (!msg.spectrum || msg.v !== msg.w) return;
+    const { group, message } = this.spectrumGroup(msg.v, space);
+    if (group === null) {
+      this.model.set("spectrum", { job, node: msg.v, group: null, message, stats: {}, done: true, pending: false });
+      return;
+    }
+    this.model.set("spectrum", { job, node: msg.v, group, pending: true, method: "auto", stats: {}, done: false });
+    this.after = () => this.spectrum({ type: "spectrum", group, method: msg.spectrum_method || "auto", node: msg.v });
+  }
+
+  finish() {
+    const next = this.after;
+    this.after = null;
+    if (next) setTimeout(next, 50);
+  }
+
   compute(msg) {
     const { v, w } = msg;
     const space = msg.space === "parameter" ? "parameter" : "activation";
@@ -198,6 +226,7 @@ export class MockKernel {
     if (!this.nodeInfo(v) && !this.nodeInfo(w) && space === "activation") return this.error(`unknown node ${v}`);
     const mode = msg.mode === "exact" ? "exact" : "stream";
     const job = this.begin(mode === "exact" ? "block" : "estimate", `${mode === "exact" ? "Exact block" : "Streaming"} H[${v}, ${w}] (${space})`);
+    this.followUp(msg, job, space);
     if (mode === "exact") return this.exact(job, v, w, space);
     const budget = Math.max(1, msg.probes | 0 || 200);
     const relci = typeof msg.rel_ci === "number" ? msg.rel_ci : null;
@@ -228,6 +257,7 @@ export class MockKernel {
         this.stop();
         this.active = null;
         this.setStatus({ state: "done", message: `H[${v}, ${w}] · ${probes} probes${relci !== null && probes < budget ? ` (target ±${(relci * 100).toFixed(1)}% reached)` : ""}`, progress: 1, elapsed: this.elapsed() });
+        this.finish();
       }
     };
     this.timer = setInterval(tick, this.o.tickMs);
@@ -294,6 +324,7 @@ export class MockKernel {
       this.active = null;
       this.model.set("block", this.makeBlock(job, v, w, space, dv, dw));
       this.setStatus({ state: "done", message: `Exact H[${v}, ${w}] · ${dv}×${dw}`, progress: 1, elapsed: this.elapsed() });
+      this.finish();
     }, this.o.blockDelayMs / steps);
   }
 
@@ -335,9 +366,73 @@ export class MockKernel {
     }, this.o.mapRowMs);
   }
 
+  /** Lanczos extremes with shrinking bounds, then an SLQ density refining probe by probe. */
+  streamSpectrum(msg, job, n) {
+    const r = rng(hashString(`spec|${msg.group}`));
+    const k = 5;
+    const top = Array.from({ length: k }, (_, i) => 2.5 / (1 + i * 0.6) + 0.05 * r());
+    const bottom = Array.from({ length: k }, (_, i) => -0.6 / (1 + i * 0.8) - 0.02 * r());
+    const steps = 200;
+    const probesMax = 16;
+    const G = 256;
+    const lo = bottom[0] - 0.3;
+    const hi = top[0] + 0.3;
+    const grid = Float64Array.from({ length: G }, (_, i) => lo + ((hi - lo) * i) / (G - 1));
+    const sigma = 0.01 * (hi - lo);
+    const nodes = [];
+    let it = 0;
+    let probes = 0;
+    const base = { job, group: msg.group, node: msg.node ?? null, part: "full", n, method: "lanczos+slq", requested: msg.method || "auto",
+      budget: { lanczos_iterations: steps, slq_probes: probesMax }, eigenvalues: null, pending: false };
+    const publish = (stage, done) => {
+      const shrink = Math.exp(-it / 25);
+      const tb = top.map((_, i) => (0.4 * shrink * (1 + i)) / (1 + 0.02 * it));
+      const bb = bottom.map((_, i) => (0.3 * shrink * (1 + i)) / (1 + 0.02 * it));
+      const tv = top.map((x, i) => x - tb[i] * 0.5);
+      const bv = bottom.map((x, i) => x + bb[i] * 0.5);
+      let density = null;
+      const stats = { n, lambda_max: tv[0], lambda_min: bv[0], abs_min_over_max: Math.abs(bv[0]) / tv[0], top_k: tv, bottom_k: bv };
+      const errors = { lambda_max: tb[0], lambda_min: bb[0] };
+      if (stage === "slq") {
+        const d = new Float64Array(G);
+        for (const x of nodes) for (let i = 0; i < G; i++) d[i] += Math.exp(-0.5 * ((grid[i] - x) / sigma) ** 2);
+        const area = d.reduce((a, b) => a + b, 0) * ((hi - lo) / (G - 1)) || 1;
+        for (let i = 0; i < G; i++) d[i] /= area;
+        density = { grid: bufOf(grid, [G], "float64"), density: bufOf(d, [G], "float64") };
+        const tr = n * nodes.reduce((a, b) => a + b, 0) / nodes.length;
+        Object.assign(stats, { trace: tr, frobenius: Math.sqrt(n * nodes.reduce((a, b) => a + b * b, 0) / nodes.length),
+          negative_fraction: nodes.filter((x) => x < 0).length / nodes.length, negative_mass: 0.12, spectral_entropy: 5.1,
+          effective_rank: 160, stable_rank: 3.2, numerical_rank: n, tol: 1e-12 });
+        errors.trace = Math.abs(tr) * 0.3 / Math.sqrt(probes);
+      }
+      this.model.set("spectrum", { ...base, stage, done, stats, errors, density, top: tv, top_bounds: tb, bottom: bv, bottom_bounds: bb,
+        lanczos_iterations: it, converged: it >= 120, slq_probes: probes, sigma: stage === "slq" ? sigma : null,
+        progress: done ? 1 : stage === "lanczos" ? 0.5 * it / steps : 0.5 + 0.5 * probes / probesMax,
+        note: `local Hessian of '${msg.group}': auto chose Lanczos extremes + SLQ density: ${n} parameters > dense_max=3000 (mock).` });
+      this.setStatus({ progress: done ? 1 : stage === "lanczos" ? 0.5 * it / steps : 0.5 + 0.5 * probes / probesMax, elapsed: this.elapsed(),
+        message: `Local spectrum of ${msg.group} · lanczos+slq · ${stage === "lanczos" ? `Lanczos step ${it}/${steps}` : `SLQ ${probes}/${probesMax} probes`}` });
+    };
+    this.timer = setInterval(() => {
+      if (!this.active || this.active.job !== job) return;
+      if (it < steps) { it = Math.min(steps, it + 8); publish("lanczos", false); return; }
+      probes += 1;
+      for (let j = 0; j < 40; j++) nodes.push(r() < 0.85 ? 0.05 * gauss(r) : top[0] * r() * (r() < 0.2 ? -0.3 : 1));
+      const done = probes >= probesMax;
+      publish("slq", done);
+      if (done) {
+        this.stop();
+        this.active = null;
+        this.setStatus({ state: "done", message: `Local spectrum of ${msg.group} (${n} parameters, lanczos+slq)`, progress: 1, elapsed: this.elapsed() });
+      }
+    }, this.o.tickMs);
+  }
+
   spectrum(msg) {
     if (typeof msg.group !== "string") return this.error("spectrum needs a parameter group name");
     const job = this.begin("spectrum", `Local spectrum of ${msg.group}`);
+    const n = this.dims(msg.group, "parameter");
+    if (n > 3000 || ["lanczos", "slq", "lanczos+slq"].includes(msg.method)) return this.streamSpectrum(msg, job, n);
+    this.model.set("spectrum", { job, group: msg.group, node: msg.node ?? null, pending: true, stage: "starting", stats: {} });
     this.timer = setTimeout(() => {
       if (!this.active || this.active.job !== job) return;
       this.active = null;
@@ -363,8 +458,40 @@ export class MockKernel {
         spectral_entropy: entropy, effective_rank: Math.exp(entropy), stable_rank: sq / (amax * amax),
         numerical_rank: nz.length, top_k: lam.slice().sort((x, y) => y - x).slice(0, 5),
       };
-      this.model.set("spectrum", { job, group: msg.group, method: "exact", eigenvalues: b.eigenvalues, density: null, stats });
+      const sorted = lam.slice().sort((x, y) => x - y);
+      this.model.set("spectrum", { job, group: msg.group, node: msg.node ?? null, method: "exact", stage: "exact", done: true, pending: false, n: d,
+        eigenvalues: b.eigenvalues, density: null, stats, progress: 1, top: sorted.slice(-5).reverse(), top_bounds: [0, 0, 0, 0, 0],
+        bottom: sorted.slice(0, 5), bottom_bounds: [0, 0, 0, 0, 0] });
       this.setStatus({ state: "done", message: `Local spectrum of ${msg.group} (${d} parameters, exact)`, progress: 1, elapsed: this.elapsed() });
     }, 400);
   }
+}
+
+/** A synthetic `run` trait (hessexplore.widget.run_json layout) over the graph's groups. */
+export function mockRun(graph, { checkpoints = 6, every = 20 } = {}) {
+  const groups = (graph && graph.groups) || [];
+  const steps = Array.from({ length: checkpoints }, (_, i) => i * every);
+  const values = { lambda_max: {}, lambda_min: {}, trace: {}, negative_mass: {}, trace_share: {}, "lambda_max/trace": {} };
+  groups.forEach((g, gi) => {
+    const r = rng(hashString(`run|${g}`));
+    const a = 0.5 + 3 * r();
+    const lmax = steps.map((s, i) => a * (1 + 1.5 * (1 - Math.exp(-i / 2))) * (1 + 0.3 * gi / Math.max(1, groups.length)));
+    const tr = lmax.map((x) => x * (2 + r()));
+    values.lambda_max[g] = lmax;
+    values.lambda_min[g] = lmax.map((x, i) => -0.2 * x * Math.exp(-i / 3));
+    values.trace[g] = tr;
+    values.negative_mass[g] = steps.map((_, i) => 0.3 * Math.exp(-i / 2) * r());
+    values["lambda_max/trace"][g] = lmax.map((x, i) => x / tr[i]);
+  });
+  steps.forEach((_, i) => {
+    const total = groups.reduce((acc, g) => acc + values.trace[g][i], 0);
+    groups.forEach((g) => { (values.trace_share[g] = values.trace_share[g] || []).push(values.trace[g][i] / total); });
+  });
+  if (groups.length) values.lambda_max[groups[0]][1] = null;     // a missing value (NaN in the run)
+  return {
+    name: "mock-run", part: "full", steps, groups, values,
+    stats: ["lambda_max", "lambda_min", "trace", "trace_share", "negative_mass", "lambda_max/trace"],
+    normalized: ["lambda_max/trace"],
+    losses: { train: steps.map((_, i) => 1.1 * Math.exp(-i / 2) + 0.05), test: steps.map((_, i) => 1.15 * Math.exp(-i / 2.5) + 0.12) },
+  };
 }

@@ -163,6 +163,49 @@ def scenario_parameter_space(page, base, out, theme):
     page.locator("[data-hx-status]").screenshot(path=str(out / f"harness-status-error-{theme}.png"))
 
 
+def scenario_replay_spectrum(page, base, out, theme):
+    """Checkpoint replay through the graph colours; a diagonal pick's follow-up spectrum; a node
+    without parameters; a streamed Lanczos + SLQ spectrum (mock) refining stage by stage."""
+    page.goto(f"{base}/js/harness/index.html?graph=residual&theme={theme}&run=1")
+    page.wait_for_selector("[data-hx-replay]:not([hidden])")
+    node = '[data-hx-node="blocks.1.f.0"]'
+    before = page.get_attribute(node, "data-hx-replay-value")
+    page.locator("[data-hx-replay-slider]").fill("4")
+    page.wait_for_function("([sel, v]) => document.querySelector(sel).dataset.hxReplayValue !== v", arg=[node, before])
+    assert page.locator("[data-hx-replay-value]").count() == 5
+    page.select_option("[data-hx-replay-stat]", "lambda_max/trace")
+    page.select_option("[data-hx-replay-stat]", "lambda_max")
+    page.wait_for_timeout(150)
+    page.screenshot(path=str(out / f"harness-replay-{theme}.png"), full_page=True)
+    # play: the slider advances by itself
+    page.locator("[data-hx-replay-slider]").fill("0")
+    page.click('[data-hx-action="replay-play"]')
+    page.wait_for_function("() => document.querySelector('[data-hx-replay-slider]').value !== '0'", timeout=5000)
+    page.click('[data-hx-action="replay-play"]')
+    # a diagonal pick: the block, then the local spectrum of the node's group
+    page.click('[data-hx-mode="exact"]')
+    page.click('[data-hx-node="blocks.0.f.0"]')
+    page.click('[data-hx-node="blocks.0.f.0"]')
+    page.wait_for_selector('[data-hx-panel="spectrum"][data-hx-spectrum-stage="done"][data-hx-spectrum-group="blocks.0.f.0"]')
+    wait_status(page, "done")
+    page.wait_for_timeout(150)
+    page.screenshot(path=str(out / f"harness-diag-spectrum-{theme}.png"), full_page=True)
+    # a node without parameters says so
+    page.click('[data-hx-node="blocks.0.f.1"]')
+    page.click('[data-hx-node="blocks.0.f.1"]')
+    page.wait_for_selector("[data-hx-spectrum-empty]")
+    # a forced Lanczos + SLQ spectrum streams: extremes with shrinking bounds, then the density
+    page.evaluate("window.hx.model.send({protocol: 1, type: 'spectrum', group: 'blocks.1.f.0', method: 'lanczos+slq'})")
+    page.wait_for_selector('[data-hx-panel="spectrum"][data-hx-spectrum-stage="lanczos"] [data-hx-spectrum-plot="ritz"]')
+    page.wait_for_timeout(500)
+    page.locator('[data-hx-panel="spectrum"]').screenshot(path=str(out / f"harness-spectrum-lanczos-{theme}.png"))
+    page.wait_for_selector('[data-hx-panel="spectrum"][data-hx-spectrum-stage="slq"] [data-hx-spectrum-plot="density"]')
+    page.locator('[data-hx-panel="spectrum"]').screenshot(path=str(out / f"harness-spectrum-slq-{theme}.png"))
+    page.wait_for_selector('[data-hx-panel="spectrum"][data-hx-spectrum-done="true"]')
+    page.wait_for_timeout(150)
+    page.screenshot(path=str(out / f"harness-spectrum-final-{theme}.png"), full_page=True)
+
+
 def scenario_narrow(page, base, out):
     page.goto(f"{base}/js/harness/index.html?graph=attention&width=640")
     page.wait_for_selector("[data-hx-node]")
@@ -177,6 +220,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "artifacts"))
     ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--only", choices=["replay"], help="run one scenario (light and dark)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,14 +236,18 @@ def main():
             page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
             page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type in ("error", "warning") else None)
             for theme in ("light", "dark"):
+                scenario_replay_spectrum(page, base, out, theme)
+                if a.only:
+                    continue
                 r = scenario_main(page, base, theme, out)
                 print(theme, "residual", r)
                 r = scenario_main(page, base, theme, out, graph="attention", pair=("W_Q", "W_K"), diag="softmax")
                 print(theme, "attention", r)
                 scenario_deep(page, base, out, theme)
                 scenario_parameter_space(page, base, out, theme)
-            scenario_narrow(page, base, out)
-            print("export:", scenario_cancel_export(page, base, out))
+            if not a.only:
+                scenario_narrow(page, base, out)
+                print("export:", scenario_cancel_export(page, base, out))
             browser.close()
     finally:
         httpd.shutdown()

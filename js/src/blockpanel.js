@@ -48,7 +48,9 @@ export function createBlockPanel(opts) {
     tabBtns.set(p.key, b);
     tabs.append(b);
   }
-  const sub = h("span", { class: "hx-panel-sub" });
+  const subPair = h("span", { class: "hx-sub-shrink" });
+  const subShape = h("span", { class: "hx-sub-keep", "data-hx-block-shape": "" });
+  const sub = h("span", { class: "hx-panel-sub hx-sub-split" }, subPair, subShape);
   const body = h("div", { class: "hx-panel-body" });
   const tip = h("div", { class: "hx-tip", hidden: true, role: "tooltip" });
   const el = h("section", { class: "hx-panel hx-block-panel" },
@@ -62,7 +64,9 @@ export function createBlockPanel(opts) {
 
   function empty(msg) {
     clear(body).append(h("div", { class: "hx-empty" }, msg));
-    sub.textContent = "";
+    subPair.textContent = "";
+    subShape.textContent = "";
+    sub.title = "";
   }
 
   function decode(block) {
@@ -102,8 +106,12 @@ export function createBlockPanel(opts) {
     const [dv, dw] = Array.isArray(block.shape) ? block.shape : shown;
     const [r, c] = shown;
     const diag = block.v != null && block.v === block.w;
-    sub.textContent = `H[${block.v}, ${block.w}] · ${formatInt(dv)}×${formatInt(dw)}${block.downsampled || r < dv || c < dw ? ` (shown ${r}×${c})` : ""}`;
-    sub.title = sub.textContent;
+    const binned = block.downsampled || r < dv || c < dw;
+    // the shape never shrinks; long names do (full text in the tooltip)
+    subPair.textContent = `H[${block.v}, ${block.w}]`;
+    subShape.textContent = ` · ${formatInt(dv)}×${formatInt(dw)}`;
+    subShape.setAttribute("data-hx-block-shape", `${dv}x${dw}`);
+    sub.title = `H[${block.v}, ${block.w}] · ${formatInt(dv)}×${formatInt(dw)}${binned ? ` (shown ${r}×${c})` : ""}`;
 
     const avail = Math.max(120, (body.clientWidth || 372) - 36);
     const maxH = 250;
@@ -139,7 +147,8 @@ export function createBlockPanel(opts) {
     const heat = h("div", { class: "hx-heat" }, top, left, h("div", { class: "hx-heat-canvas-wrap" }, canvas));
     const legend = h("div", { class: "hx-legend" },
       h("span", {}, formatNumber(-scale.vmax, 3)), colorBar(scale, 140, 10), h("span", {}, formatNumber(scale.vmax, 3)),
-      h("span", { class: "hx-legend-label", title: "One colour scale for Full, GN and Tensor" }, "shared scale"));
+      h("span", { class: "hx-legend-label", title: "One colour scale for Full, GN and Tensor" }, "shared scale"),
+      binned ? h("span", { class: "hx-legend-label", title: `${formatInt(dv)}×${formatInt(dw)} entries binned for display (the Python object keeps them all)` }, `shown ${r}×${c}`) : null);
     clear(body).append(heat, legend);
     if (eig && eig.array.length) body.append(eigStrip(eig.array, avail + 20));
     const param = (block.space || selection.space) === "parameter";

@@ -195,7 +195,7 @@ export function formatNumber(x, sig = 4) {
  * @returns {{value: string, err: string|null, exp: number|null}} exp: shared power of ten
  *   (scientific form) or null; err null when there is no usable stderr.
  */
-export function valueErrParts(value, stderr, { sig = 2, maxDecimals = 6 } = {}) {
+export function valueErrParts(value, stderr, { sig = 2, maxDecimals = 6, sci = false, maxSig = 6 } = {}) {
   const v = toNumber(value);
   const e = toNumber(stderr);
   if (v === null) return { value: "—", err: e === null ? null : formatNumber(e, sig), exp: null };
@@ -204,7 +204,12 @@ export function valueErrParts(value, stderr, { sig = 2, maxDecimals = 6 } = {}) 
   let d = Math.floor(Math.log10(e)) - (sig - 1);
   if (Math.round(e / Math.pow(10, d)) >= Math.pow(10, sig)) d += 1;
   const mag = Math.floor(Math.log10(Math.max(Math.abs(v), e)));
-  const fixedOk = -d <= maxDecimals && mag < 6 && mag >= -4;
+  if (mag - d + 1 > maxSig) {
+    // the stderr is tiny next to the value (an exact or converged number): at most maxSig
+    // digits of the value, and the stderr in its own notation
+    return { value: formatNumber(v, maxSig), err: formatNumber(e, sig), exp: null };
+  }
+  const fixedOk = !sci && -d <= maxDecimals && mag < 6 && mag >= -4;
   const minus = (s) => s.replace("-", "−");
   if (fixedOk) {
     const dec = Math.max(0, -d);
@@ -218,6 +223,38 @@ export function valueErrParts(value, stderr, { sig = 2, maxDecimals = 6 } = {}) 
   const scale = Math.pow(10, exp);
   const dec = Math.max(0, exp - d);
   return { value: minus((v / scale).toFixed(dec)), err: (e / scale).toFixed(dec), exp };
+}
+
+/**
+ * Ways to write value ± stderr, most precise first, for a narrow slot: the stderr to 2 then 1
+ * significant digits, each in the default form and then in scientific form with a shared
+ * power of ten (which saves the leading zeros of small numbers). Duplicates are dropped.
+ * A caller shows the first that fits (and wraps the last when none does).
+ * @returns {Array<{value: string, err: string|null, exp: number|null}>}
+ */
+export function valueErrCandidates(value, stderr) {
+  const first = valueErrParts(value, stderr);
+  if (first.err === null) return [first]; // no stderr: one form only
+  const out = [];
+  const seen = new Set();
+  for (const sig of [2, 1]) {
+    const forms = [valueErrParts(value, stderr, { sig }), valueErrParts(value, stderr, { sig, sci: true })]
+      .filter((p) => p.exp !== 0)
+      .sort((a, b) => valueErrLength(a) - valueErrLength(b));
+    for (const p of forms) {
+      const key = `${p.value}|${p.err}|${p.exp}`;
+      if (!seen.has(key)) { seen.add(key); out.push(p); }
+    }
+  }
+  return out;
+}
+
+/** Display length of parts in characters ("(" and ")" and " ×10ⁿ" included). */
+export function valueErrLength(p) {
+  let n = p.value.length;
+  if (p.err !== null) n += 3 + p.err.length;
+  if (p.exp !== null) n += (p.err !== null ? 2 : 0) + 4 + String(p.exp).length;
+  return n;
 }
 
 /** "0.532 ± 0.014", "(5.32 ± 0.14)e-5", "0.5321" (no stderr) or "—". */

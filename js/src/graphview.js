@@ -4,7 +4,8 @@
 import { h, add, s, clear, uniqueId, placeTooltip } from "./dom.js";
 import { layoutGraph, edgePath, bounds, shortLabel } from "./layout.js";
 import { visibleGraph, containersOf, pickName } from "./collapse.js";
-import { formatInt, formatShape } from "./codec.js";
+import { formatInt, formatShape, formatNumber } from "./codec.js";
+import { nodeValues } from "./replay.js";
 
 const MIN_K = 0.15;
 const MAX_K = 4;
@@ -25,7 +26,7 @@ function textMeasurer(root) {
 
 /**
  * @param {{root: Element, onPick(name: string, node: object), onToggle(container: string),
- *   onSelf(), onClear()}} opts
+ *   onSelf(), onClear(), onReplayHidden?(groups: string[])}} opts
  */
 export function createGraphPanel(opts) {
   const uid = uniqueId("hxg");
@@ -36,6 +37,8 @@ export function createGraphPanel(opts) {
   let cons = new Map();
   let space = "activation";
   let selection = { v: null, w: null };
+  let replay = null; // {stat, label, step, values: Map<group, value>, scale}
+  let replayNodes = new Map(); // visible node id -> {group, value}
   let needsFit = true;
   let userMoved = false; // panned / zoomed by hand since the last automatic fit
   const nodeEls = new Map();
@@ -186,6 +189,8 @@ export function createGraphPanel(opts) {
     row("device", dev || "—");
     if (n.aliases && n.aliases.length) row("output of", n.aliases.join(", "));
     if (n.collapsed) row("contains", `${n.members} nodes`);
+    const r = replay && replayNodes.get(String(n.id));
+    if (r) row(`${replay.label} @ ${replay.step ?? "?"}`, `${r.value === null ? "—" : formatNumber(r.value, 4)}${r.group !== String(n.id) ? ` (${r.group})` : ""}`);
     return rows;
   }
   function showTip(n, clientX, clientY) {
@@ -281,7 +286,7 @@ export function createGraphPanel(opts) {
       if (n.collapsed) g.append(toggleEl(n.id, false, 5, (ln.height - 12) / 2, 12));
       const badges = s("g", { class: "hx-badges" });
       g.append(badges);
-      g.__hx = { node: n, badges, width: ln.width };
+      g.__hx = { node: n, badges, width: ln.width, rect: g.querySelector(".hx-node-rect") };
       const activate = () => {
         if (n.collapsed && n.target === null && space === "activation") { opts.onToggle(n.id); return; }
         if (name !== null) opts.onPick(name, n);
@@ -305,6 +310,29 @@ export function createGraphPanel(opts) {
     }
     viewport.append(gBoxes, gEdges, gNodes, gToggles);
     markSelection();
+    markReplay();
+  }
+
+  /** Colour the nodes of tracked groups by the replayed statistic (see replay.js). */
+  function markReplay() {
+    const { nodes, hidden } = replay ? nodeValues(replay.values, visibleFor) : { nodes: new Map(), hidden: [] };
+    replayNodes = nodes;
+    for (const [id, g] of nodeEls) {
+      const rect = g.__hx.rect;
+      const e = nodes.get(id);
+      g.classList.toggle("hx-replay-on", !!e);
+      g.classList.toggle("hx-replay-missing", !!e && e.value === null);
+      if (e) {
+        g.setAttribute("data-hx-replay-value", e.value === null ? "NaN" : String(e.value));
+        g.setAttribute("data-hx-replay-group", e.group);
+        rect.style.fill = e.value === null ? "" : replay.scale.css(e.value);
+      } else {
+        g.removeAttribute("data-hx-replay-value");
+        g.removeAttribute("data-hx-replay-group");
+        rect.style.fill = "";
+      }
+    }
+    if (opts.onReplayHidden) opts.onReplayHidden(replay ? hidden : []);
   }
 
   function hot(id, on) {
@@ -384,6 +412,11 @@ export function createGraphPanel(opts) {
     setSelection(sel) {
       selection = { v: sel && sel.v != null ? String(sel.v) : null, w: sel && sel.w != null ? String(sel.w) : null };
       markSelection();
+    },
+    /** Replay view from the replay bar (null: no colouring). */
+    setReplay(view) {
+      replay = view && view.values ? view : null;
+      markReplay();
     },
     setSpace(sp) {
       if (sp === space) return;

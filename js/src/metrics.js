@@ -1,7 +1,7 @@
 // Live metric cards (value ± stderr with a sparkline of the running estimate).
 
 import { h, s } from "./dom.js";
-import { valueErrParts, formatValueErr, metricEntry, toNumber } from "./codec.js";
+import { valueErrCandidates, formatValueErr, metricEntry, toNumber } from "./codec.js";
 
 export const METRICS = [
   { name: "resonance", sym: "R", label: "resonance", title: "Resonance R = ‖H_vw‖_F" },
@@ -67,7 +67,36 @@ function card(def) {
   h("div", { class: "hx-metric-name" }, h("span", { class: "hx-metric-sym" }, symbolNodes(def.sym || def.name)), def.label ? h("span", {}, def.label) : null),
   h("div", { class: "hx-metric-value" }, value, err, exp),
   spark);
-  return { el, value, err, exp, band, line, def };
+  return { el, row: el.querySelector(".hx-metric-value"), value, err, exp, band, line, def, forms: null };
+}
+
+function showParts(c, p, present) {
+  c.value.textContent = present ? p.value : "—";
+  c.err.textContent = present && p.err !== null ? ` ± ${p.err}` : "";
+  c.exp.textContent = present && p.exp !== null ? ` ×10${superscript(p.exp)}` : "";
+  if (present && p.exp !== null && p.err !== null) {
+    c.value.textContent = "(" + p.value;
+    c.err.textContent = ` ± ${p.err})`;
+  }
+}
+
+/**
+ * Show the first way of writing value ± stderr that fits the card (stderr to 2, then 1
+ * significant digits; fixed or scientific); if none fits, the stderr wraps onto a second
+ * line. Never an ellipsis. Unmeasurable (hidden) cards get the first form.
+ */
+function fitCard(c) {
+  const forms = c.forms;
+  if (!forms) return;
+  const { parts, present } = forms;
+  c.row.classList.remove("hx-wrap");
+  const width = c.row.clientWidth;
+  for (const p of parts) {
+    showParts(c, p, present);
+    if (!width || c.row.scrollWidth <= width + 0.5) return;
+  }
+  showParts(c, parts[0], present);
+  c.row.classList.add("hx-wrap");
 }
 
 /** @returns {{el, update(data), clear()}} */
@@ -83,6 +112,15 @@ export function createMetricsPanel() {
   const el = h("section", { class: "hx-panel hx-metrics-panel" },
     h("div", { class: "hx-panel-head" }, h("span", { class: "hx-panel-title" }, "Metrics"), sub),
     h("div", { class: "hx-panel-body" }, grid));
+  // cards change width with the output area: pick the form that fits again
+  let lastW = -1;
+  const ro = typeof ResizeObserver === "function" ? new ResizeObserver(() => {
+    const w = grid.clientWidth;
+    if (w === lastW) return;
+    lastW = w;
+    for (const c of cards.values()) fitCard(c);
+  }) : null;
+  if (ro) ro.observe(grid);
 
   function setCard(c, entry, history, probes, exact) {
     const { value, stderr } = metricEntry(entry);
@@ -92,14 +130,8 @@ export function createMetricsPanel() {
     el.setAttribute("data-hx-value", present ? (value === null ? "NaN" : String(value)) : "");
     el.setAttribute("data-hx-stderr", present ? (exact ? "0" : stderr === null ? "" : String(stderr)) : "");
     el.setAttribute("data-hx-probes", present ? String(probes ?? "") : "");
-    const parts = valueErrParts(value, exact ? null : stderr);
-    c.value.textContent = present ? parts.value : "—";
-    c.err.textContent = present && parts.err !== null ? ` ± ${parts.err}` : "";
-    c.exp.textContent = present && parts.exp !== null ? ` ×10${superscript(parts.exp)}` : "";
-    if (parts.exp !== null && parts.err !== null) {
-      c.value.textContent = "(" + parts.value;
-      c.err.textContent = ` ± ${parts.err})`;
-    }
+    c.forms = { parts: valueErrCandidates(value, exact ? null : stderr), present };
+    fitCard(c);
     el.title = `${c.def.title || c.def.name}${present ? "\n" + formatValueErr(value, exact ? null : stderr) : ""}`;
     // Stochastic D below 1 / C above 1 are noise or tensor curvature: flag, never clamp.
     const warn = present && value !== null && ((c.def.name === "stable_rank" && value < 1) || (c.def.name === "coupling" && value > 1));
@@ -146,6 +178,7 @@ export function createMetricsPanel() {
       }));
     },
     subtitle: () => (sub.textContent === "pick two nodes" ? "" : sub.textContent),
+    destroy() { if (ro) ro.disconnect(); },
   };
 }
 

@@ -15,17 +15,24 @@ export function pickNext(sel, name) {
   return { patch: { v: name, w: null }, compute: false };
 }
 
-/** The `compute` message for a selection (w defaults to v), or null without v. */
+/**
+ * The `compute` message for a selection (w defaults to v), or null without v. A diagonal pick
+ * (w = v) asks for the local spectrum of the node's parameter group as a follow-up
+ * (`spectrum: true`).
+ */
 export function computeMessage(sel) {
   const s = { ...DEFAULT_SELECTION, ...(sel || {}) };
   if (s.v == null) return null;
   const probes = Math.max(1, Math.round(Number(s.probes) || DEFAULT_SELECTION.probes));
+  const v = String(s.v);
+  const w = String(s.w ?? s.v);
   return {
-    protocol: PROTOCOL, type: "compute", v: String(s.v), w: String(s.w ?? s.v),
+    protocol: PROTOCOL, type: "compute", v, w,
     space: s.space === "parameter" ? "parameter" : "activation",
     mode: s.mode === "exact" ? "exact" : "stream",
     probes,
     rel_ci: typeof s.rel_ci === "number" && s.rel_ci > 0 ? s.rel_ci : null,
+    spectrum: v === w,
   };
 }
 

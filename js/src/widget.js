@@ -11,11 +11,12 @@ import { createMetricsPanel } from "./metrics.js";
 import { createBlockPanel } from "./blockpanel.js";
 import { createMapPanel } from "./mappanel.js";
 import { createSpectrumPanel } from "./spectrumpanel.js";
+import { createReplayBar } from "./replaybar.js";
 import { createToolbar, createStatusLine } from "./controls.js";
 import { download, panelsCanvas, canvasToBlob } from "./exporter.js";
 import { PROTOCOL, DEFAULT_SELECTION, pickNext, computeMessage, metricsSource } from "./pick.js";
 
-const TRAITS = ["graph", "selection", "status", "estimate", "block", "coupling_map", "spectrum"];
+const TRAITS = ["graph", "selection", "status", "estimate", "block", "coupling_map", "spectrum", "run"];
 
 function render({ model, el }) {
   const root = h("div", { class: "hx-root", "data-lm-suppress-shortcuts": "true", tabindex: "-1" });
@@ -55,6 +56,8 @@ function render({ model, el }) {
     onCancel() { send({ type: "cancel" }); },
     onExport() { exportAll(); },
   });
+  // the replay bar colours the graph (created first: the graph reports hidden groups to it)
+  const replay = createReplayBar({ root, onChange(view) { graph.setReplay(view); } });
   const graph = createGraphPanel({
     root,
     onPick(name) {
@@ -71,6 +74,7 @@ function render({ model, el }) {
       if (sel.v) compute(setSelection({ w: sel.v }));
     },
     onClear() { setSelection({ v: null, w: null }); },
+    onReplayHidden(groups) { replay.setHidden(groups); },
   });
   const metrics = createMetricsPanel();
   const block = createBlockPanel({ root, onSpectrum: (group) => send({ type: "spectrum", group }) });
@@ -89,6 +93,7 @@ function render({ model, el }) {
   const status = createStatusLine();
   root.append(
     toolbar.el,
+    replay.el,
     h("div", { class: "hx-main" }, graph.el, h("div", { class: "hx-side" }, metrics.el, block.el)),
     map.el,
     spectrum.el,
@@ -117,6 +122,7 @@ function render({ model, el }) {
     const st = get("status") || {};
     status.update(st);
     toolbar.setStatus(st);
+    spectrum.setStatus(st);
     map.setRunning(st.state === "running" && st.kind === "map");
   };
 
@@ -131,6 +137,7 @@ function render({ model, el }) {
     },
     "change:coupling_map": () => sched.schedule("map", () => map.setMap(get("coupling_map"))),
     "change:spectrum": () => sched.schedule("spectrum", () => spectrum.setSpectrum(get("spectrum"))),
+    "change:run": () => sched.schedule("run", () => replay.setRun(get("run"))),
   };
   for (const [ev, fn] of Object.entries(handlers)) model.on(ev, fn);
 
@@ -139,7 +146,12 @@ function render({ model, el }) {
     if (e.key === "Escape") {
       setSelection({ v: null, w: null });
       e.stopPropagation();
+      return;
     }
+    // Keys typed into the widget's own controls (slider arrows, select, number fields) stay
+    // here: the notebook's handlers further up would otherwise cancel their default action.
+    const t = e.target;
+    if (t && t.closest && t.closest("input, select, textarea")) e.stopPropagation();
   });
 
   // narrow output areas stack the panels
@@ -151,6 +163,18 @@ function render({ model, el }) {
     }
   }) : null;
   if (ro) ro.observe(root);
+
+  // JupyterLab switches themes live (body data-jp-theme-*): canvases and replay colours pick
+  // their palette when drawn, so draw them again
+  const redrawTheme = () => {
+    replay.refresh();
+    sched.schedule("block", () => block.setBlock(get("block")));
+    sched.schedule("map", () => map.setMap(get("coupling_map")));
+    sched.schedule("spectrum", () => spectrum.setSpectrum(get("spectrum")));
+  };
+  const themeObs = typeof MutationObserver === "function" && typeof document !== "undefined" && document.body
+    ? new MutationObserver(() => { setTimeout(redrawTheme, 50); setTimeout(redrawTheme, 600); }) : null;
+  if (themeObs) themeObs.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name"] });
 
   async function exportAll() {
     const sel = selection();
@@ -180,13 +204,17 @@ function render({ model, el }) {
   block.setBlock(get("block"));
   map.setMap(get("coupling_map"));
   spectrum.setSpectrum(get("spectrum"));
+  replay.setRun(get("run"));
 
   return () => {
     for (const [ev, fn] of Object.entries(handlers)) model.off(ev, fn);
     sched.destroy();
     status.destroy();
+    replay.destroy();
+    metrics.destroy();
     graph.destroy();
     if (ro) ro.disconnect();
+    if (themeObs) themeObs.disconnect();
     root.remove();
   };
 }

@@ -112,6 +112,10 @@ test("value ± stderr: digits set by the stderr", () => {
   assert.equal(formatValueErr(null, null), "—");
   assert.equal(formatValueErr(NaN, NaN), "—");
   assert.equal(formatValueErr(2.5, 1), "2.5 ± 1.0");
+  // a stderr tiny next to the value: at most 6 digits of the value, the stderr on its own
+  assert.equal(formatValueErr(2.2332163819510042, 1.8e-18), "2.23322 ± 1.8e−18");
+  assert.equal(formatValueErr(-0.00144006179676, 3e-16), "−0.00144006 ± 3.0e−16");
+  assert.equal(formatValueErr(123456.7, 0.5), "1.23457e5 ± 0.50");
 });
 
 test("number formatting helpers", () => {
@@ -140,4 +144,18 @@ test("number formatting helpers", () => {
   assert.ok(isMissing(null) && isMissing(NaN) && isMissing(undefined) && !isMissing(0));
   assert.equal(toNumber("2.5"), 2.5);
   assert.equal(toNumber("x"), null);
+});
+
+test("value ± stderr candidates for narrow slots: shortest forms, precision first", async () => {
+  const { valueErrCandidates, valueErrLength } = await import("../src/codec.js");
+  const c = valueErrCandidates(0.0676, 0.00078);
+  assert.deepEqual(c[0], { value: "0.06760", err: "0.00078", exp: null });
+  assert.ok(c.some((p) => p.exp === -2), "a scientific form is offered");
+  assert.deepEqual(c[c.length - 1], { value: "6.76", err: "0.08", exp: -2 });
+  assert.ok(c.some((p) => p.value === "0.0676" && p.err === "0.0008"));
+  // forms of one precision are ordered by length; 2 digits of the stderr before 1
+  assert.ok(valueErrLength(c[0]) <= valueErrLength(c[1]));
+  assert.deepEqual(valueErrCandidates(0.5, null), [{ value: "0.5000", err: null, exp: null }]);
+  assert.ok(valueErrCandidates(2.706, 0.0001234).every((p) => p.exp !== 0));   // never "×10⁰"
+  assert.equal(valueErrLength({ value: "5.32", err: "0.14", exp: -7 }), "(5.32 ± 0.14) ×10-7".length);
 });

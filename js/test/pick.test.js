@@ -20,9 +20,11 @@ test("first click = v, second = w (+ compute), same node twice = diagonal, then 
 test("compute message follows the protocol", () => {
   assert.equal(computeMessage({ v: null }), null);
   assert.deepEqual(computeMessage({ v: "a", w: "b", space: "parameter", mode: "exact", probes: 50.4, rel_ci: 0.05 }),
-    { protocol: 1, type: "compute", v: "a", w: "b", space: "parameter", mode: "exact", probes: 50, rel_ci: 0.05 });
+    { protocol: 1, type: "compute", v: "a", w: "b", space: "parameter", mode: "exact", probes: 50, rel_ci: 0.05, spectrum: false });
+  // a diagonal pick (w = v, or w left out) also asks for the node's local spectrum
   assert.deepEqual(computeMessage({ v: "a", probes: "x", rel_ci: 0, space: "weird", mode: "weird" }),
-    { protocol: 1, type: "compute", v: "a", w: "a", space: "activation", mode: "stream", probes: 200, rel_ci: null });
+    { protocol: 1, type: "compute", v: "a", w: "a", space: "activation", mode: "stream", probes: 200, rel_ci: null, spectrum: true });
+  assert.equal(computeMessage({ v: "a", w: "a", space: "parameter" }).spectrum, true);
 });
 
 test("metric cards follow the newest job; exact blocks carry no stderr", () => {
