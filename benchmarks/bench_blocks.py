@@ -18,7 +18,7 @@ import time
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp, vjp, vmap
+from torch.func import grad, jvp, vjp, vmap
 
 import hessexplore as hx
 from hessexplore.models import MLP
@@ -199,7 +199,6 @@ def _curvlinops_impl(model, loss_fn, x, y, device):
         return {}
     params = [model.blocks[5][0].weight, model.blocks[5][0].bias]
     H = HessianLinearOperator(model, loss_fn, params, [(x, y)], check_deterministic=False)
-    P = sum(p.numel() for p in params)
     vec = [torch.randn_like(p) for p in params]
     s = hx.Session(model, loss_fn, (x, y), check_loss=False)
     atoms = s._atoms("blocks.5.0", "parameter")

@@ -324,7 +324,7 @@ def stream_block(op: CurvatureOperator, v_atoms: Sequence[str], w_atoms: Sequenc
 
 def _snapshot(S: torch.Tensor, kry, diagonal: bool, v: str, w: str, space: str, m: int,
               elapsed: float) -> EstimateSnapshot:
-    r2, g2, t2 = S[:, 0], S[:, 1], S[:, 2]
+    g2, t2 = S[:, 1], S[:, 2]
     sq = {name: Estimate(*mean_estimate(S[:, i])) for i, name in enumerate(["full", "gn", "tensor"])}
     R = sqrt_estimate(sq["full"].value, sq["full"].stderr)
     norm_gn = sqrt_estimate(sq["gn"].value, sq["gn"].stderr)

@@ -13,9 +13,8 @@ works on a private converted copy.
 from __future__ import annotations
 
 import copy
-import math
 import warnings
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -26,6 +25,9 @@ from .estimators import EstimateSnapshot, stream_block
 from .graph import ModelGraph, Node, ParameterGroups
 from .operators import ActivationProblem, CurvatureOperator, ParameterProblem
 from .results import Block, CouplingMap
+
+if TYPE_CHECKING:  # spectra is imported lazily by the methods that need it
+    from .spectra import Spectrum
 
 SPACES = ("activation", "parameter")
 _STOCHASTIC_MODULES = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
@@ -417,7 +419,7 @@ class Session:
                             seed=seed, rel_ci=rel_ci, krylov=krylov, should_stop=should_stop)
 
     # -- layer-wise spectra (SCIENCE.md §5) ----------------------------------------------------
-    def spectrum(self, group: str, part: str = "full", method: str = "auto", **kw) -> "Spectrum":  # noqa: F821
+    def spectrum(self, group: str, part: str = "full", method: str = "auto", **kw) -> "Spectrum":
         """Spectrum of the local Hessian of a parameter group (its diagonal block: the rest frozen).
 
         ``part``: "full" (the Hessian), "gn" (its Gauss–Newton part) or "tensor" (H − GN).
@@ -436,7 +438,7 @@ class Session:
         return last
 
     def iter_spectrum(self, group: str, part: str = "full", method: str = "auto", *,
-                      should_stop: Callable[[], bool] | None = None, **kw) -> Iterator["Spectrum"]:  # noqa: F821
+                      should_stop: Callable[[], bool] | None = None, **kw) -> Iterator["Spectrum"]:
         """Yield refining :class:`~hessexplore.spectra.Spectrum` snapshots (last one ``done``).
 
         Exact: one result.  Lanczos: a snapshot per step with the current top/bottom-k and their

@@ -13,7 +13,6 @@ part is derived from the loss itself, so any loss must work.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 

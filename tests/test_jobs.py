@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 
 from hessexplore.errors import HessExploreError, JobCancelled
 from hessexplore.jobs import JobRunner, Publisher, SyncExecutor, ThreadExecutor, summarize_exception
