@@ -362,12 +362,9 @@ class JobRunner:
             self._pending = job
             self._idle.clear()
             self.last_job = job
-        self.publisher.begin(job.id)
-        status = {"state": "running", "message": job.label, "job": job.id, "kind": kind,
-                  "progress": 0.0, "elapsed": 0.0}
         if initial is not None:
             traits.update(initial(job.id))
-        self.publisher.update(job.id, now=True, **{self.status_trait: status}, **traits)
+        self._announce(job, traits)
         self.executor.submit(self._drain)
         return job
 
@@ -462,6 +459,13 @@ class JobRunner:
         if state == "done" and job.follow is not None:
             self._chain(job)
 
+    def _announce(self, job: Job, traits: dict) -> None:
+        """Publish a queued job's running status (and ``traits``) at once, opening its generation."""
+        self.publisher.begin(job.id)
+        status = {"state": "running", "message": job.label, "job": job.id, "kind": job.kind,
+                  "progress": 0.0, "elapsed": 0.0}
+        self.publisher.update(job.id, now=True, **{self.status_trait: status}, **traits)
+
     def _chain(self, job: Job) -> Job | None:
         """Queue ``job``'s follow-up (see :meth:`JobContext.then`) unless a newer request or a
         cancel came first; the draining worker runs it next."""
@@ -473,9 +477,5 @@ class JobRunner:
             self._pending = nxt
             self._idle.clear()
             self.last_job = nxt
-        self.publisher.begin(nxt.id)
-        status = {"state": "running", "message": nxt.label, "job": nxt.id, "kind": kind,
-                  "progress": 0.0, "elapsed": 0.0}
-        traits = initial(nxt.id) if initial is not None else {}
-        self.publisher.update(nxt.id, now=True, **{self.status_trait: status}, **traits)
+        self._announce(nxt, initial(nxt.id) if initial is not None else {})
         return nxt

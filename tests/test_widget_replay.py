@@ -17,28 +17,10 @@ from hessexplore import widget as wmod
 from hessexplore.jobs import SyncExecutor, ThreadExecutor
 from hessexplore.widget import decode_buf
 
-from test_widget import compute, make, record, send, wire_json
+# the same small problem and fixtures as test_widget (pytest picks up imported fixtures)
+from test_widget import compute, make, problem, record, send, session, widget, wire_json  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def problem():
-    torch.manual_seed(0)
-    m = models.MLP(4, 6, 2, 3, activation="gelu", norm="layernorm").eval()
-    x, y = data.blobs(16, 4, 3, seed=0)
-    return m, nn.CrossEntropyLoss(), (x, y)
-
-
-@pytest.fixture(scope="module")
-def session():
-    return hx.Session(*problem(), dtype=torch.float64)
-
-
-@pytest.fixture
-def widget(session, monkeypatch):
-    w = make(session, monkeypatch)
-    yield w
-    w.close()
 
 
 def big_problem():
