@@ -168,7 +168,6 @@ class GolubKahan:
         self.alpha: list[float] = []
         self.beta: list[float] = []
         self.done = False
-        self._pending_u: torch.Tensor | None = None
 
     def next_right(self) -> torch.Tensor | None:
         """Direction x (d_w) whose product H x is needed next, or None when finished."""

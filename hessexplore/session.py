@@ -333,12 +333,14 @@ class Session:
         return last
 
     def iter_coupling_map(self, nodes: Sequence[str] | None = None, space: str = "activation", *,
-                          should_stop: Callable[[], bool] | None = None) -> Iterator[CouplingMap]:
+                          should_stop: Callable[[], bool] | None = None,
+                          stable_rank: bool = True) -> Iterator[CouplingMap]:
         """Yield the coupling map as it fills (``filled`` marks what is computed).
 
         Consecutive nodes whose columns fit one memory-budgeted chunk are swept
         together (one batched product for all their columns); a map is yielded
-        after each such sweep.
+        after each such sweep.  ``stable_rank=False`` skips the SVD of every
+        block (``D`` is then NaN), for callers that only need norms.
         """
         if nodes is None:
             nodes = self.nodes if space == "activation" else self.groups
@@ -358,12 +360,16 @@ class Session:
         owner = [[j if (dims[j] < dims[i] or (dims[j] == dims[i] and j >= i)) else i for j in range(k)]
                  for i in range(k)]
         # pack consecutive nodes into one sweep while their columns fit one memory-budgeted chunk
+        max_cols = self._chunk(space, 1 << 62)
         packs: list[list[int]] = []
+        cols_in_pack = 0
         for j in range(k):
-            if packs and sum(dims[i] for i in packs[-1]) + dims[j] <= self._chunk(space, 1 << 62):
+            if packs and cols_in_pack + dims[j] <= max_cols:
                 packs[-1].append(j)
+                cols_in_pack += dims[j]
             else:
                 packs.append([j])
+                cols_in_pack = dims[j]
         for pack in packs:
             cols = self._sweep_many([names[j] for j in pack], names, space, should_stop)
             for j in pack:
@@ -375,7 +381,7 @@ class Session:
                     if i == j:
                         full, gn = (full + full.T) / 2, (gn + gn.T) / 2
                     vals = (metrics.frobenius(full), metrics.frobenius(gn), metrics.frobenius(full - gn),
-                            metrics.stable_rank(full))
+                            metrics.stable_rank(full) if stable_rank else float("nan"))
                     for M, val in zip((R, G, T, D), vals):
                         M[i, j] = M[j, i] = val
                     filled[i, j] = filled[j, i] = True
@@ -395,7 +401,7 @@ class Session:
                     raise HessExploreError(f"groups {seen[p]!r} and {g!r} share parameter {p!r}; "
                                            "Φ needs disjoint groups")
                 seen[p] = g
-        cmap = self.coupling_map(groups, space="parameter")
+        cmap = self.coupling_map(groups, space="parameter", stable_rank=False)
         R2 = cmap.R ** 2
         iu = torch.triu_indices(len(groups), len(groups), 1)
         return metrics.phi_from_norms(R2.diagonal().tolist(), R2[iu[0], iu[1]].tolist())
