@@ -129,6 +129,7 @@ class NodeInfo:
     outputs_of: tuple[str, ...]     # module calls whose output this is, innermost first
     inputs: tuple[str, ...]
     params: int
+    dtype: torch.dtype | None = None   # floating dtype of the value
 
 
 @dataclass
@@ -357,7 +358,8 @@ def capture_fx(model: nn.Module, args: tuple, kwargs: dict, output: Any, leaf_mo
         scope = tuple(k for k in stack.keys() if k != own)
         inputs = tuple(a.name for a in n.all_input_nodes if a.op != "get_attr")
         params = param_counts.get(str(n.target), 0) if n.op == "call_module" else 0
-        infos.append(NodeInfo(n.name, op, kind, shape, 0, scope, tuple(owners), inputs, params))
+        dt = meta.dtype if meta is not None and hasattr(meta, "dtype") else None
+        infos.append(NodeInfo(n.name, op, kind, shape, 0, scope, tuple(owners), inputs, params, dt))
     called = {k.split("@")[0] for n in gm.graph.nodes for k in (n.meta.get("nn_module_stack") or {})}
     called |= {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
     lock = threading.RLock()
@@ -608,7 +610,9 @@ def capture_export(model: nn.Module, args: tuple, kwargs: dict, output: Any) -> 
         params = 0
         if owners and owners[0] not in containers:
             params = sum(p.numel() for p in model.get_submodule(owners[0].split("@")[0]).parameters(recurse=False))
-        infos.append(NodeInfo(n.name, op, kind, shape, bd, scope, tuple(owners), shown_inputs(n), params))
+        val = n.meta.get("val")
+        infos.append(NodeInfo(n.name, op, kind, shape, bd, scope, tuple(owners), shown_inputs(n), params,
+                              val.dtype if torch.is_tensor(val) else None))
     called = {s.split("@")[0] for s in in_scope}
 
     def run(g: fx.GraphModule, params: dict, inputs: list, deltas: list) -> torch.Tensor:

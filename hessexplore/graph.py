@@ -89,10 +89,19 @@ class ModelGraph:
         self.nodes: list[Node] = []
         self._by_fx: dict[str, Node] = {}
         self._lookup: dict[str, Node] = {}
+        self._why: dict[str, str] = {}
+        out_info = next((i for i in self.capture.nodes if i.fx_name == self.capture.output), None)
+        self.dtype = out_info.dtype if out_info is not None else None
         for info in self.capture.nodes:
             owners = list(info.outputs_of)
             primary = owners[0] if owners else info.fx_name
-            node = Node(primary, info.fx_name, info.op, info.kind, info.shape, info.scope, tuple(owners[1:]),
+            shape = info.shape
+            if shape is not None and info.dtype is not None and self.dtype is not None and info.dtype != self.dtype:
+                # e.g. LlamaRMSNorm upcasts to float32 inside a float64 model: δ would change its dtype
+                self._why[primary] = (f"it is computed in {str(info.dtype).replace('torch.', '')} inside a "
+                                      f"{str(self.dtype).replace('torch.', '')} model; pick its module's output")
+                shape = None
+            node = Node(primary, info.fx_name, info.op, info.kind, shape, info.scope, tuple(owners[1:]),
                         info.inputs, info.params, info.batch_dim)
             self.nodes.append(node)
             self._by_fx[info.fx_name] = node
@@ -125,8 +134,9 @@ class ModelGraph:
                                hint="A module's qualified name addresses its forward output; "
                                     "see Session.nodes.")
         if not node.addressable:
+            why = self._why.get(node.name, "it is not a floating tensor with the batch in one dimension")
             raise unknown_name("node", name, self.names,
-                               hint=f"{name!r} exists but is not a batched floating tensor, so it cannot be perturbed.")
+                               hint=f"{name!r} exists but cannot be perturbed: {why}.")
         return node
 
     def distances(self, names: Sequence[str]) -> torch.Tensor:
