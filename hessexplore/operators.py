@@ -125,9 +125,9 @@ class Products:
 
     def rows(self, part: str, atoms: Sequence[str]) -> torch.Tensor:
         """Concatenate the output atoms of a group: (k, d_group)."""
-        got = getattr(self, part)
         if part == "tensor":
             return self.rows("full", atoms) - self.rows("gn", atoms)
+        got = getattr(self, part)
         return torch.cat([got[a] for a in atoms], dim=-1)
 
 
