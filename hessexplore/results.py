@@ -126,6 +126,11 @@ class CouplingMap:
     {"R", "C", "gap", "norm_gn", "norm_tensor"} → (k, k) standard errors;
     its ``D`` is NaN (no ‖H‖₂ per pair) and R is √ of an unbiased ‖H‖_F² (biased low
     by ≈ se²/(8R³), second order).  ``note`` says what ran.
+
+    Exact maps stream within a node too: ``columns_done`` of ``columns_total`` unit
+    vectors are swept, and ``partial`` {"R", "norm_gn", "norm_tensor"} holds every
+    entry's norm over the columns swept so far (a lower bound; equal to the final
+    value where ``filled``).  Unfilled entries of ``R`` etc. stay 0.
     """
 
     names: list[str]
@@ -141,6 +146,9 @@ class CouplingMap:
     stderr: dict[str, torch.Tensor] | None = None
     tol: float = metrics.REL_TOL
     note: str = ""
+    columns_done: int | None = None
+    columns_total: int | None = None
+    partial: dict[str, torch.Tensor] | None = None
 
     @property
     def C(self) -> torch.Tensor:

@@ -13,6 +13,7 @@ works on a private converted copy.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
@@ -273,6 +274,21 @@ class Session:
         memory-budgeted chunks): each column t = e_j gives H_{a,·} e_j for
         every atom a at once.
         """
+        blocks = None
+        for event in self._iter_sweep_many(ws, outs, space, should_stop, progress):
+            if event[0] == "done":
+                blocks = event[1]
+        return blocks
+
+    def _iter_sweep_many(self, ws: Sequence[str], outs: Sequence[str], space: str, should_stop=None,
+                         progress=None, first: int | None = None, partial: bool = False):
+        """The sweep of :meth:`_sweep_many` as a stream of events.
+
+        With ``partial``, after every chunk: ("partial", columns done, columns total,
+        {part: {(o, w): Σ of squared entries of H_{o,w} over the columns swept so far}}).
+        Last: ("done", blocks) as :meth:`_sweep_many` returns them.  ``first``: the first
+        chunk's size (chunks then double up to the memory budget).
+        """
         self._check_finite()
         w_atoms = {w: self._atoms(w, space) for w in ws}
         out_atoms = {o: self._atoms(o, space) for o in outs}
@@ -283,13 +299,37 @@ class Session:
         for a in W:
             offsets[a] = (at, at + op.problem.dims[a])
             at += op.problem.dims[a]
-        cols = op.dense_columns(W, all_atoms, self._chunk(space, at), should_stop=should_stop, progress=progress)
+        parts = ("full", "gn")
+        acc: dict[str, dict[str, list[torch.Tensor]]] = {p: {a: [] for a in all_atoms} for p in parts}
+        sq = {p: {(o, w): 0.0 for o in outs for w in ws} for p in ("full", "gn", "tensor")}
+        for start, k, got in op.iter_dense_columns(W, all_atoms, self._chunk(space, at), parts, should_stop,
+                                                   first=first):
+            for part in parts:
+                for a in all_atoms:
+                    acc[part][a].append(got[part][a])
+            if progress is not None:
+                progress(start + k, at)
+            if partial:
+                rows = {p: {o: torch.cat([got[p][a] for a in atoms], dim=-1) for o, atoms in out_atoms.items()}
+                        for p in parts}
+                for o in outs:
+                    rows_t = rows["full"][o] - rows["gn"][o]
+                    for w in ws:
+                        for a in w_atoms[w]:
+                            lo, hi = max(offsets[a][0], start), min(offsets[a][1], start + k)
+                            if lo >= hi:
+                                continue
+                            sl = slice(lo - start, hi - start)
+                            for p, r in (("full", rows["full"][o]), ("gn", rows["gn"][o]), ("tensor", rows_t)):
+                                sq[p][(o, w)] += float(r[sl].pow(2).sum())
+                yield ("partial", start + k, at, sq)
+        cols = {p: {a: torch.cat(chunks, dim=0).T for a, chunks in d.items()} for p, d in acc.items()}
         out: dict[str, dict[tuple[str, str], torch.Tensor]] = {}
         for part, per_atom in cols.items():
             rows = {o: torch.cat([per_atom[a] for a in atoms], dim=0) for o, atoms in out_atoms.items()}
             out[part] = {(o, w): torch.cat([rows[o][:, slice(*offsets[a])] for a in w_atoms[w]], dim=1)
                          for o in outs for w in ws}
-        return out
+        yield ("done", out)
 
     def _sweep(self, w: str, outs: Sequence[str], space: str, should_stop=None, progress=None
                ) -> dict[str, dict[str, torch.Tensor]]:
@@ -376,13 +416,17 @@ class Session:
     def iter_coupling_map(self, nodes: Sequence[str] | None = None, space: str = "activation", *,
                           method: str = "auto", should_stop: Callable[[], bool] | None = None,
                           stable_rank: bool = True, probes: int = 64, seed: int = 0,
-                          batch_size: int = 8) -> Iterator[CouplingMap]:
+                          batch_size: int = 8, first_chunk: int | None = 32) -> Iterator[CouplingMap]:
         """Yield the coupling map as it fills (exact) or refines (estimate).
 
         Exact: consecutive nodes whose columns fit one memory-budgeted chunk are swept
         together (one batched product for all their columns); a map is yielded after
         each such sweep, ``filled`` marks what is computed; ``stable_rank=False`` skips
-        the SVD of every block (``D`` is then NaN).  Estimate: a full map with standard
+        the SVD of every block (``D`` is then NaN).  Within a sweep a map is also yielded
+        after every batched product (the first of ``first_chunk`` columns, then doubling up
+        to the memory budget): its ``partial`` norms over the columns swept so far are
+        lower bounds of the unfilled entries, ``columns_done``/``columns_total`` the
+        progress; ``should_stop`` is polled before every product.  Estimate: a full map with standard
         errors after every round of ``batch_size`` probes per node, up to ``probes``
         (reproducible from ``seed``).  ``method`` as in :meth:`coupling_map`.
         """
@@ -420,8 +464,31 @@ class Session:
             else:
                 packs.append([j])
                 cols_in_pack = dims[j]
+        total = sum(sum(dims[j] for j in pack) for pack in packs)
+        swept = 0
+        partial = {key: z() for key in ("R", "norm_gn", "norm_tensor")}
+
+        def snapshot(done_cols: int) -> CouplingMap:
+            return CouplingMap(names, space, R.clone(), G.clone(), T.clone(), D.clone(), dist, filled.clone(),
+                               tol=tol, note="exact", columns_done=done_cols, columns_total=total,
+                               partial={key: M.clone() for key, M in partial.items()})
+
         for pack in packs:
-            cols = self._sweep_many([names[j] for j in pack], names, space, should_stop)
+            cols = None
+            for event in self._iter_sweep_many([names[j] for j in pack], names, space, should_stop,
+                                               first=first_chunk, partial=True):
+                if event[0] == "done":
+                    cols = event[1]
+                    continue
+                _, done_cols, pack_cols, sq = event
+                for j in pack:
+                    for i, v in enumerate(names):
+                        if owner[i][j] == j:
+                            for key, p in (("R", "full"), ("norm_gn", "gn"), ("norm_tensor", "tensor")):
+                                partial[key][i, j] = partial[key][j, i] = math.sqrt(sq[p][(v, names[j])])
+                if done_cols < pack_cols:       # within the pack: norms over the columns swept so far
+                    yield snapshot(swept + done_cols)
+            swept += sum(dims[j] for j in pack)
             for j in pack:
                 w = names[j]
                 for i, v in enumerate(names):
@@ -434,9 +501,10 @@ class Session:
                             metrics.stable_rank(full) if stable_rank else float("nan"))
                     for M, val in zip((R, G, T, D), vals):
                         M[i, j] = M[j, i] = val
+                    for key, val in zip(("R", "norm_gn", "norm_tensor"), vals):
+                        partial[key][i, j] = partial[key][j, i] = val
                     filled[i, j] = filled[j, i] = True
-            yield CouplingMap(names, space, R.clone(), G.clone(), T.clone(), D.clone(), dist, filled.clone(),
-                             tol=tol, note="exact")
+            yield snapshot(swept)
 
     def _iter_estimated_map(self, names: list[str], space: str, **kw) -> Iterator[CouplingMap]:
         from .maps import iter_estimated_map
