@@ -34,7 +34,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .errors import JobCancelled
-from .metrics import COUPLING_EPS, GAP_EPS
+from . import metrics
 from .operators import CurvatureOperator
 
 NAN = float("nan")
@@ -137,10 +137,16 @@ def sqrt_estimate(mean: float, se: float) -> Estimate:
     return Estimate(r, se / (2 * r))
 
 
-def gap_estimate(t2: torch.Tensor, g2: torch.Tensor) -> Estimate:
-    """GN-Gap = √mean(t2) / (√mean(g2) + 1e-12) with a delta-method error from the joint samples."""
+def gap_estimate(t2: torch.Tensor, g2: torch.Tensor, tol: float = metrics.REL_TOL) -> Estimate:
+    """GN-Gap = √mean(t2) / √mean(g2) with a delta-method error from the joint samples.
+
+    Scale-free: NaN (as :func:`metrics.gap_reason`) when both means are zero or the GN
+    norm is ≤ ``tol`` × the tensor norm, never a ratio against a fixed constant.
+    """
     mt, mg = float(t2.mean()), float(g2.mean())
-    value = math.sqrt(max(mt, 0.0)) / (math.sqrt(max(mg, 0.0)) + GAP_EPS)
+    value = metrics.gn_gap_from_norms(math.sqrt(max(mt, 0.0)), math.sqrt(max(mg, 0.0)), tol)
+    if not math.isfinite(value):
+        return Estimate(NAN, NAN)
     if mt <= 0 or mg <= 0 or t2.shape[0] < 2:
         return Estimate(value, NAN if t2.shape[0] < 2 else 0.0 if mt <= 0 else NAN)
     rel = power_estimate(torch.stack([t2, g2], 1), (0.5, -0.5)).relative
@@ -341,8 +347,8 @@ def _snapshot(S: torch.Tensor, kry, diagonal: bool, v: str, w: str, space: str, 
         sq["vv"] = Estimate(*mean_estimate(S[:, 3]))
         sq["ww"] = Estimate(*mean_estimate(S[:, 4]))
         C = power_estimate(S[:, [0, 3, 4]], (0.5, -0.25, -0.25))
-        denom = (max(sq["vv"].value, 0) * max(sq["ww"].value, 0)) ** 0.25
-        if denom < COUPLING_EPS:
+        r_vv, r_ww = (math.sqrt(max(sq[k].value, 0.0)) for k in ("vv", "ww"))
+        if metrics.coupling_reason(R.value, r_vv, r_ww) is not None:   # relative, scale-free
             C = Estimate(NAN, NAN)
         trace = trace_gn = None
     if sn.value > 0 and R.value > 0:

@@ -191,3 +191,121 @@ def randomize_batchnorm(model: nn.Module, generator: torch.Generator | None = No
                     m.weight.copy_(1.0 + 0.2 * torch.randn(n, generator=generator))
                     m.bias.copy_(0.1 * torch.randn(n, generator=generator))
     return model.eval()
+
+
+# ------------------------------------------------------------------------------------------------
+# ResNet-18: a faithful replica of torchvision.models.resnet18 (torchvision cannot be imported
+# beside the CPU torch wheel here), with the CIFAR stem and the switches of the paper's Exp 6.
+# ------------------------------------------------------------------------------------------------
+
+def _conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def _conv1x1(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock: conv3x3 → bn → act → conv3x3 → bn, (+ shortcut), act.
+
+    As in torchvision one activation module ``relu`` is called twice (after ``bn1`` and after the
+    sum); ``downsample`` (1×1 conv + BN) matches shapes when the stride or width changes.
+    ``shortcut=False`` drops the identity/downsample path (a plain network of the same depth);
+    ``activation`` replaces ReLU (the module keeps torchvision's name ``relu``).
+    """
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 activation: str = "relu", shortcut: bool = True):
+        super().__init__()
+        self.conv1 = _conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = make_activation(activation)
+        self.conv2 = _conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+        self.shortcut = shortcut
+
+    def forward(self, x):
+        identity = x
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+        out = self.conv2(out)
+        out = self.bn2(out)
+        if self.shortcut:
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out = out + identity
+        out = self.relu(out)
+        return out
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 as torchvision builds it (module names and layout), for CIFAR-sized inputs.
+
+    Stem ``conv1``/``bn1``/``relu`` (CIFAR stem: 3×3 stride-1 conv and no max-pool; ``stem=
+    "imagenet"`` gives torchvision's 7×7 stride-2 conv and 3×3 max-pool), stages ``layer1`` …
+    ``layer4`` of two :class:`BasicBlock` each with widths (1, 2, 4, 8)·``width`` and strides
+    (1, 2, 2, 2), ``avgpool``, ``fc``.  ``width=64`` is the real ResNet-18 (11.2 M parameters with
+    10 classes); smaller widths are the same network, narrower, for CPU-sized experiments.
+    ``shortcut=False`` removes every skip connection; ``activation`` "relu" or e.g. "silu".
+    Use in eval mode (BatchNorm): train, then ``.eval()``, or :func:`randomize_batchnorm`.
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 64, in_channels: int = 3, activation: str = "relu",
+                 shortcut: bool = True, stem: str = "cifar"):
+        super().__init__()
+        if stem not in ("cifar", "imagenet"):
+            raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
+        self.inplanes = width
+        if stem == "cifar":
+            self.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = make_activation(activation)
+        kw = dict(activation=activation, shortcut=shortcut)
+        self.layer1 = self._make_layer(width, 2, 1, **kw)
+        self.layer2 = self._make_layer(2 * width, 2, 2, **kw)
+        self.layer3 = self._make_layer(4 * width, 2, 2, **kw)
+        self.layer4 = self._make_layer(8 * width, 2, 2, **kw)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(8 * width, num_classes)
+        for m in self.modules():      # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int, **kw) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes:
+            downsample = nn.Sequential(_conv1x1(self.inplanes, planes, stride), nn.BatchNorm2d(planes))
+        layers = [BasicBlock(self.inplanes, planes, stride, downsample, **kw)]
+        self.inplanes = planes
+        layers += [BasicBlock(planes, planes, **kw) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.relu(x)
+        x = self.maxpool(x)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = self.layer4(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.fc(x)
+
+
+#: the stage outputs of :class:`ResNet18` compared in the paper's Exp 6
+RESNET_STAGES = ("relu", "layer1", "layer2", "layer3", "layer4")

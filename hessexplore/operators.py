@@ -132,9 +132,9 @@ class Products:
 
     def rows(self, part: str, atoms: Sequence[str]) -> torch.Tensor:
         """Concatenate the output atoms of a group: (k, d_group)."""
-        got = getattr(self, part)
         if part == "tensor":
             return self.rows("full", atoms) - self.rows("gn", atoms)
+        got = getattr(self, part)
         return torch.cat([got[a] for a in atoms], dim=-1)
 
 
@@ -253,6 +253,32 @@ class CurvatureOperator:
         return Products(self._full(w, T, out) if full else None,
                         self._gn(w, T, out) if gn else None)
 
+    def iter_dense_columns(self, w: Sequence[str], out: Sequence[str], chunk: int,
+                           parts: Sequence[str] = ("full", "gn"),
+                           should_stop: Callable[[], bool] | None = None, first: int | None = None):
+        """Yield (start, k, {part: {a: (k, d_a)}}) per chunk of unit vectors e_start … e_{start+k−1}.
+
+        Row i of the chunk is (H_{a,w} e_{start+i})ᵀ, i.e. column start+i of H_{a,w}.
+        Chunks hold ``chunk`` columns; with ``first`` they start at ``first`` columns and
+        double up to ``chunk`` (a first result after one small product).  ``should_stop``
+        is polled before every batched product (:class:`JobCancelled`).
+        """
+        w, out = list(w), list(out)
+        d_w = self.dim(w)
+        ref = next(iter(self.problem.base.values()))
+        size = max(1, min(chunk, first)) if first else max(1, chunk)
+        start = 0
+        while start < d_w:
+            if should_stop is not None and should_stop():
+                raise JobCancelled()
+            k = min(size, d_w - start)
+            T = torch.zeros(k, d_w, dtype=ref.dtype, device=ref.device)
+            T[torch.arange(k), torch.arange(start, start + k)] = 1
+            res = self.products(w, T, out, full="full" in parts, gn="gn" in parts)
+            yield start, k, {part: getattr(res, part) for part in parts}
+            start += k
+            size = min(2 * size, max(1, chunk))
+
     def dense_columns(self, w: Sequence[str], out: Sequence[str], chunk: int,
                       parts: Sequence[str] = ("full", "gn"),
                       should_stop: Callable[[], bool] | None = None,
@@ -262,21 +288,13 @@ class CurvatureOperator:
         Sweeps the d_w unit vectors of w's space in chunks of ``chunk``
         columns; each chunk is one vmapped product.
         """
-        w, out = list(w), list(out)
-        d_w = self.dim(w)
-        ref = next(iter(self.problem.base.values()))
+        out = list(out)
+        d_w = self.dim(list(w))
         acc: dict[str, dict[str, list[torch.Tensor]]] = {p: {a: [] for a in out} for p in parts}
-        for start in range(0, d_w, chunk):
-            if should_stop is not None and should_stop():
-                raise JobCancelled()
-            k = min(chunk, d_w - start)
-            T = torch.zeros(k, d_w, dtype=ref.dtype, device=ref.device)
-            T[torch.arange(k), torch.arange(start, start + k)] = 1
-            res = self.products(w, T, out, full="full" in parts, gn="gn" in parts)
+        for start, k, got in self.iter_dense_columns(w, out, chunk, parts, should_stop):
             for part in parts:
-                got = getattr(res, part)
                 for a in out:
-                    acc[part][a].append(got[a])
+                    acc[part][a].append(got[part][a])
             if progress is not None:
                 progress(start + k, d_w)
         return {p: {a: torch.cat(chunks, dim=0).T for a, chunks in d.items()} for p, d in acc.items()}

@@ -59,10 +59,28 @@ class Block:
         s = self.spectral_norm
         return self.resonance ** 2 / s ** 2 if s > 0 else float("nan")
 
+    @property
+    def tol(self) -> float:
+        """Relative zero threshold of this block's dtype (see :func:`metrics.rel_tol`)."""
+        return metrics.rel_tol(self.full.dtype)
+
     @cached_property
     def gn_gap(self) -> float:
-        """‖H^T‖_F / (‖H^GN‖_F + 1e-12)."""
-        return metrics.gn_gap_from_norms(self.norm_tensor, self.norm_gn)
+        """‖H^T‖_F / ‖H^GN‖_F, scale-free; NaN (reason in :attr:`notes`) for a zero or pure-tensor block."""
+        return metrics.gn_gap_from_norms(self.norm_tensor, self.norm_gn, self.tol)
+
+    @property
+    def notes(self) -> dict[str, str]:
+        """Why a metric is NaN: {metric: reason} (empty when every metric is defined)."""
+        out = {}
+        why = metrics.gap_reason(self.norm_tensor, self.norm_gn, self.tol)
+        if why:
+            out["gn_gap"] = why
+        if self.resonance == 0:
+            out["stable_rank"] = "zero block"
+            if self.diagonal:
+                out["coupling"] = "zero block"
+        return out
 
     @cached_property
     def trace(self) -> float | None:
@@ -94,13 +112,25 @@ class Block:
 
 @dataclass
 class CouplingMap:
-    """Norms of all blocks among ``names`` (n nodes or groups), exact.
+    """Norms of all blocks among ``names`` (n nodes or groups), exact or estimated.
 
     ``R[i, j] = ‖H_ij‖_F``, ``norm_gn``/``norm_tensor`` likewise for the parts,
     ``C[i, j] = R_ij / sqrt(R_ii R_jj)``, ``gap[i, j]`` the GN-Gap,
     ``D[i, j]`` the stable rank, ``distance`` hops in the DAG contracted to
     these nodes (-1 if unconnected; parameter space uses the order of groups).
     ``filled[i, j]`` says which entries are computed (maps fill column by column).
+    Ratios are NaN where undefined (relative threshold ``tol``, see :mod:`metrics`).
+
+    ``method`` is "exact" or "estimate".  An estimated map (Hutchinson norms, see
+    :mod:`hessexplore.maps`) also carries ``probes`` (per node) and ``stderr``:
+    {"R", "C", "gap", "norm_gn", "norm_tensor"} → (k, k) standard errors;
+    its ``D`` is NaN (no ‖H‖₂ per pair) and R is √ of an unbiased ‖H‖_F² (biased low
+    by ≈ se²/(8R³), second order).  ``note`` says what ran.
+
+    Exact maps stream within a node too: ``columns_done`` of ``columns_total`` unit
+    vectors are swept, and ``partial`` {"R", "norm_gn", "norm_tensor"} holds every
+    entry's norm over the columns swept so far (a lower bound; equal to the final
+    value where ``filled``).  Unfilled entries of ``R`` etc. stay 0.
     """
 
     names: list[str]
@@ -111,16 +141,24 @@ class CouplingMap:
     D: torch.Tensor
     distance: torch.Tensor
     filled: torch.Tensor
+    method: str = "exact"
+    probes: int | None = None
+    stderr: dict[str, torch.Tensor] | None = None
+    tol: float = metrics.REL_TOL
+    note: str = ""
+    columns_done: int | None = None
+    columns_total: int | None = None
+    partial: dict[str, torch.Tensor] | None = None
 
     @property
     def C(self) -> torch.Tensor:
-        d = torch.sqrt(torch.outer(self.R.diagonal(), self.R.diagonal()))
-        C = self.R / d
-        return torch.where(d >= metrics.COUPLING_EPS, C, torch.full_like(C, float("nan")))
+        """(k, k) couplings R_ij / sqrt(R_ii R_jj), NaN where a diagonal norm is (relatively) zero."""
+        return metrics.coupling_matrix(self.R, self.tol)
 
     @property
     def gap(self) -> torch.Tensor:
-        return self.norm_tensor / (self.norm_gn + metrics.GAP_EPS)
+        """(k, k) GN-Gaps ‖H^T‖_F / ‖H^GN‖_F, NaN for zero or pure-tensor blocks."""
+        return metrics.gap_matrix(self.norm_tensor, self.norm_gn, self.tol)
 
     @property
     def done(self) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import threading
 import warnings
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
@@ -33,7 +34,9 @@ from .graph import ModelGraph, Node, ParameterGroups
 from .operators import ActivationProblem, CurvatureOperator, ParameterProblem
 from .results import Block, CouplingMap
 
-if TYPE_CHECKING:  # spectra is imported lazily by the methods that need it
+if TYPE_CHECKING:  # spectra and maps are imported lazily by the methods that need them
+    from .linop import BlockOperator
+    from .maps import PhiResult
     from .spectra import Spectrum
 
 SPACES = ("activation", "parameter")
@@ -296,6 +299,22 @@ class Session:
                 "or cell?), so its numbers would mix old and new weights. Run it again while the weights stay "
                 "fixed, or analyse a copy: Session(copy.deepcopy(model), ...)") from cause
 
+    def block_operator(self, v: str, w: str | None = None, space: str = "activation",
+                       part: str = "full") -> "BlockOperator":
+        """The block H_{v,w} (``part`` "full" | "gn" | "tensor") as an open linear operator.
+
+        A :class:`~hessexplore.linop.BlockOperator` of shape (d_v, d_w): ``A @ x`` for x
+        (d_w,) or (d_w, k), ``A.T`` (= H_{w,v}), ``A.to_scipy()`` (a SciPy LinearOperator).
+        ``w=None`` gives the diagonal block H_{v,v}.  Products are batched backwards
+        through the recorded forward and first backward; nothing dense is formed.
+        """
+        from .linop import BlockOperator
+        w = v if w is None else w
+        v_atoms, w_atoms = self._atoms(v, space), self._atoms(w, space)
+        self._check_finite()
+        op = self.operator(list(dict.fromkeys(v_atoms + w_atoms)), space, mode="double-backward")
+        return BlockOperator(op, v_atoms, w_atoms, v=v, w=w, space=space, part=part)
+
     def _chunk(self, space: str, d_w: int) -> int:
         item = torch.empty((), dtype=self.dtype).element_size()
         act = self.graph.activation_numel() if self.graph is not None else 0
@@ -327,6 +346,21 @@ class Session:
         memory-budgeted chunks): each column t = e_j gives H_{a,·} e_j for
         every atom a at once.
         """
+        blocks = None
+        for event in self._iter_sweep_many(ws, outs, space, should_stop, progress):
+            if event[0] == "done":
+                blocks = event[1]
+        return blocks
+
+    def _iter_sweep_many(self, ws: Sequence[str], outs: Sequence[str], space: str, should_stop=None,
+                         progress=None, first: int | None = None, partial: bool = False):
+        """The sweep of :meth:`_sweep_many` as a stream of events.
+
+        With ``partial``, after every chunk: ("partial", columns done, columns total,
+        {part: {(o, w): Σ of squared entries of H_{o,w} over the columns swept so far}}).
+        Last: ("done", blocks) as :meth:`_sweep_many` returns them.  ``first``: the first
+        chunk's size (chunks then double up to the memory budget).
+        """
         self._check_finite()
         w_atoms = {w: self._atoms(w, space) for w in ws}
         out_atoms = {o: self._atoms(o, space) for o in outs}
@@ -337,20 +371,43 @@ class Session:
         for a in W:
             offsets[a] = (at, at + op.problem.dims[a])
             at += op.problem.dims[a]
+        parts = ("full", "gn")
+        acc: dict[str, dict[str, list[torch.Tensor]]] = {p: {a: [] for a in all_atoms} for p in parts}
+        sq = {p: {(o, w): 0.0 for o in outs for w in ws} for p in ("full", "gn", "tensor")}
         fp0 = self._fingerprint()
         try:
-            cols = op.dense_columns(W, all_atoms, self._chunk(space, at), should_stop=should_stop,
-                                    progress=progress)
+            for start, k, got in op.iter_dense_columns(W, all_atoms, self._chunk(space, at), parts, should_stop,
+                                                       first=first):
+                for part in parts:
+                    for a in all_atoms:
+                        acc[part][a].append(got[part][a])
+                if progress is not None:
+                    progress(start + k, at)
+                if partial:
+                    rows = {p: {o: torch.cat([got[p][a] for a in atoms], dim=-1) for o, atoms in out_atoms.items()}
+                            for p in parts}
+                    for o in outs:
+                        rows_t = rows["full"][o] - rows["gn"][o]
+                        for w in ws:
+                            for a in w_atoms[w]:
+                                lo, hi = max(offsets[a][0], start), min(offsets[a][1], start + k)
+                                if lo >= hi:
+                                    continue
+                                sl = slice(lo - start, hi - start)
+                                for p, r in (("full", rows["full"][o]), ("gn", rows["gn"][o]), ("tensor", rows_t)):
+                                    sq[p][(o, w)] += float(r[sl].pow(2).sum())
+                    yield ("partial", start + k, at, sq)
         except (RuntimeError, NotImplementedError) as exc:
             self._same_weights(fp0, "exact block", exc)
             raise
         self._same_weights(fp0, "exact block")
+        cols = {p: {a: torch.cat(chunks, dim=0).T for a, chunks in d.items()} for p, d in acc.items()}
         out: dict[str, dict[tuple[str, str], torch.Tensor]] = {}
         for part, per_atom in cols.items():
             rows = {o: torch.cat([per_atom[a] for a in atoms], dim=0) for o, atoms in out_atoms.items()}
             out[part] = {(o, w): torch.cat([rows[o][:, slice(*offsets[a])] for a in w_atoms[w]], dim=1)
                          for o in outs for w in ws}
-        return out
+        yield ("done", out)
 
     def _sweep(self, w: str, outs: Sequence[str], space: str, should_stop=None, progress=None
                ) -> dict[str, dict[str, torch.Tensor]]:
@@ -395,45 +452,81 @@ class Session:
         return list(self.param_groups.params).index(self._atoms(name, space)[0])
 
     def coupling(self, v: str, w: str, space: str = "activation") -> float:
-        """C(v, w) = ‖H_vw‖_F / sqrt(‖H_vv‖_F ‖H_ww‖_F), exact (NaN if the denominator < 1e-12)."""
+        """C(v, w) = ‖H_vw‖_F / sqrt(‖H_vv‖_F ‖H_ww‖_F), exact (NaN if ‖H_vv‖ or ‖H_ww‖ is relatively zero)."""
         if self._same(v, w, space):   # C(v, v) = ‖H_vv‖ / ‖H_vv‖
-            return float(self.coupling_map([v], space=space).C[0, 0])
-        return float(self.coupling_map([v, w], space=space).C[0, 1])
+            return float(self.coupling_map([v], space=space, method="exact").C[0, 0])
+        return float(self.coupling_map([v, w], space=space, method="exact").C[0, 1])
 
-    def coupling_map(self, nodes: Sequence[str] | None = None, space: str = "activation", **kw) -> CouplingMap:
-        """Exact norms of every block among ``nodes`` (default: all nodes, or all groups).
+    def coupling_map(self, nodes: Sequence[str] | None = None, space: str = "activation",
+                     method: str = "auto", **kw) -> CouplingMap:
+        """Norms of every block among ``nodes`` (default: all nodes, or all groups), exact or estimated.
 
-        One column sweep per node gives H_{u,w} for every u at once, so the
-        map costs Σ_w d_w Hessian-vector products.  See :class:`CouplingMap`.
+        ``method="exact"``: one column sweep per node gives H_{u,w} for every u at
+        once, Σ_w d_w Hessian-vector products.  ``"estimate"``: shared Hutchinson
+        probes (:mod:`hessexplore.maps`), k probe streams of ``probes`` (64) each, with
+        standard errors in ``.stderr``.  ``"auto"`` (default) is exact while every
+        node has ≤ max_exact_dim columns and all together ≤ 4·max_exact_dim, else an
+        estimate.  The result's ``method``, ``probes`` and ``note`` say what ran.
+        See :class:`CouplingMap` and :meth:`iter_coupling_map` for keywords.
         """
         last = None
-        for last in self.iter_coupling_map(nodes, space=space, **kw):
+        for last in self.iter_coupling_map(nodes, space=space, method=method, **kw):
             pass
         return last
 
-    def iter_coupling_map(self, nodes: Sequence[str] | None = None, space: str = "activation", *,
-                          should_stop: Callable[[], bool] | None = None,
-                          stable_rank: bool = True) -> Iterator[CouplingMap]:
-        """Yield the coupling map as it fills (``filled`` marks what is computed).
-
-        Consecutive nodes whose columns fit one memory-budgeted chunk are swept
-        together (one batched product for all their columns); a map is yielded
-        after each such sweep.  ``stable_rank=False`` skips the SVD of every
-        block (``D`` is then NaN), for callers that only need norms.
-        """
+    def _map_names(self, nodes, space: str) -> list[str]:
         if nodes is None:
             nodes = self.nodes if space == "activation" else self.groups
         names = list(dict.fromkeys(nodes))
         for n in names:
             self._atoms(n, space)
+        return names
+
+    def _map_method(self, names: Sequence[str], space: str, method: str) -> str:
+        from .maps import choose_method
+        return choose_method(method, [self.dim(n, space) for n in names], self.max_exact_dim)
+
+    def _map_distance(self, names: Sequence[str], space: str) -> torch.Tensor:
+        k = len(names)
+        return self._graph().distances(list(names)) if space == "activation" else \
+            (torch.arange(k)[None] - torch.arange(k)[:, None]).abs()
+
+    def iter_coupling_map(self, nodes: Sequence[str] | None = None, space: str = "activation", *,
+                          method: str = "auto", should_stop: Callable[[], bool] | None = None,
+                          stable_rank: bool = True, probes: int = 64, seed: int = 0,
+                          batch_size: int = 8, first_chunk: int | None = 32) -> Iterator[CouplingMap]:
+        """Yield the coupling map as it fills (exact) or refines (estimate).
+
+        Exact: consecutive nodes whose columns fit one memory-budgeted chunk are swept
+        together (one batched product for all their columns); a map is yielded after
+        each such sweep, ``filled`` marks what is computed; ``stable_rank=False`` skips
+        the SVD of every block (``D`` is then NaN).  Within a sweep a map is also yielded
+        after every batched product (the first of ``first_chunk`` columns, then doubling up
+        to the memory budget): its ``partial`` norms over the columns swept so far are
+        lower bounds of the unfilled entries, ``columns_done``/``columns_total`` the
+        progress; ``should_stop`` is polled before every product.  Estimate: a full map with standard
+        errors after every round of ``batch_size`` probes per node, up to ``probes``
+        (reproducible from ``seed``).  ``method`` as in :meth:`coupling_map`.
+        """
+        names = self._map_names(nodes, space)
+        method = self._map_method(names, space, method)
+        if method == "estimate":
+            yield from self._iter_estimated_map(names, space, probes=probes, seed=seed, batch_size=batch_size,
+                                                should_stop=should_stop)
+            return
         for n in names:
-            self._check_exact(n, space, n)
+            if self.dim(n, space) > self.max_exact_dim:
+                raise BlockTooLargeError(
+                    f"the exact map needs {self.dim(n, space):,} Hessian-vector products for {n!r} ({space} "
+                    f"space), over the limit max_exact_dim={self.max_exact_dim:,}. Use "
+                    "s.coupling_map(..., method='estimate') (or method='auto') for estimates with error bars, "
+                    "or raise the limit with Session(..., max_exact_dim=...).")
         k = len(names)
         z = lambda: torch.zeros(k, k, dtype=torch.float64)  # noqa: E731
         R, G, T, D = z(), z(), z(), z()
         filled = torch.zeros(k, k, dtype=torch.bool)
-        dist = self._graph().distances(names) if space == "activation" else \
-            (torch.arange(k)[None] - torch.arange(k)[:, None]).abs()
+        dist = self._map_distance(names, space)
+        tol = metrics.rel_tol(self.dtype)
         dims = [self.dim(n, space) for n in names]
         # sweep the smaller side of each pair (ties: the later one), as block() does
         owner = [[j if (dims[j] < dims[i] or (dims[j] == dims[i] and j >= i)) else i for j in range(k)]
@@ -449,8 +542,31 @@ class Session:
             else:
                 packs.append([j])
                 cols_in_pack = dims[j]
+        total = sum(sum(dims[j] for j in pack) for pack in packs)
+        swept = 0
+        partial = {key: z() for key in ("R", "norm_gn", "norm_tensor")}
+
+        def snapshot(done_cols: int) -> CouplingMap:
+            return CouplingMap(names, space, R.clone(), G.clone(), T.clone(), D.clone(), dist, filled.clone(),
+                               tol=tol, note="exact", columns_done=done_cols, columns_total=total,
+                               partial={key: M.clone() for key, M in partial.items()})
+
         for pack in packs:
-            cols = self._sweep_many([names[j] for j in pack], names, space, should_stop)
+            cols = None
+            for event in self._iter_sweep_many([names[j] for j in pack], names, space, should_stop,
+                                               first=first_chunk, partial=True):
+                if event[0] == "done":
+                    cols = event[1]
+                    continue
+                _, done_cols, pack_cols, sq = event
+                for j in pack:
+                    for i, v in enumerate(names):
+                        if owner[i][j] == j:
+                            for key, p in (("R", "full"), ("norm_gn", "gn"), ("norm_tensor", "tensor")):
+                                partial[key][i, j] = partial[key][j, i] = math.sqrt(sq[p][(v, names[j])])
+                if done_cols < pack_cols:       # within the pack: norms over the columns swept so far
+                    yield snapshot(swept + done_cols)
+            swept += sum(dims[j] for j in pack)
             for j in pack:
                 w = names[j]
                 for i, v in enumerate(names):
@@ -463,21 +579,49 @@ class Session:
                             metrics.stable_rank(full) if stable_rank else float("nan"))
                     for M, val in zip((R, G, T, D), vals):
                         M[i, j] = M[j, i] = val
+                    for key, val in zip(("R", "norm_gn", "norm_tensor"), vals):
+                        partial[key][i, j] = partial[key][j, i] = val
                     filled[i, j] = filled[j, i] = True
-            yield CouplingMap(names, space, R.clone(), G.clone(), T.clone(), D.clone(), dist, filled.clone())
+            yield snapshot(swept)
 
-    def phi(self, groups: Sequence[str] | None = None) -> float:
-        """Exact Φ = 1 − Σ_v ‖H_{θv,θv}‖_F² / ‖H‖_F² over disjoint parameter groups (default: s.groups).
+    def _iter_estimated_map(self, names: list[str], space: str, **kw) -> Iterator[CouplingMap]:
+        from .maps import iter_estimated_map
+        self._check_finite()
+        groups = [self._atoms(n, space) for n in names]
+        op = self.operator([a for g in groups for a in g], space, mode="double-backward")
+        yield from iter_estimated_map(op, names, groups, space=space, distance=self._map_distance(names, space),
+                                      tol=metrics.rel_tol(self.dtype), **kw)
 
-        ‖H‖_F² = Σ_v ‖H_vv‖_F² + 2 Σ_{v<w} ‖H_vw‖_F², the Hessian restricted to
-        the parameters of the groups.  0 for one group.
+    def phi(self, groups: Sequence[str] | None = None, method: str = "auto", *, probes: int = 64, seed: int = 0,
+            batch_size: int = 8, should_stop: Callable[[], bool] | None = None) -> "PhiResult":
+        """Φ = 1 − Σ_v ‖H_{θv,θv}‖_F² / ‖H‖_F² over disjoint parameter groups (default: s.groups).
+
+        ‖H‖_F² = Σ_v ‖H_vv‖_F² + 2 Σ_{v<w} ‖H_vw‖_F², the Hessian restricted to the
+        parameters of the groups; 0 for one group.  ``method`` "exact" (Σ_v d_v
+        products), "estimate" (k probe streams of ``probes`` Rademacher vectors, full
+        products only) or "auto" (as :meth:`coupling_map`).  Returns a
+        :class:`~hessexplore.maps.PhiResult`: a float with ``.stderr``, ``.method``, ``.probes``.
         """
+        from .maps import PhiResult, iter_estimate, phi_from_samples
         groups = list(groups) if groups is not None else self.groups
         self.param_groups.check_disjoint(groups)
-        cmap = self.coupling_map(groups, space="parameter", stable_rank=False)
+        if len(groups) == 1:
+            return PhiResult(0.0, "exact")
+        method = self._map_method(groups, "parameter", method)
+        if method == "estimate":
+            self._check_finite()
+            atoms = [self._atoms(g, "parameter") for g in groups]
+            op = self.operator([a for g in atoms for a in g], "parameter", mode="double-backward")
+            S, m = None, 0
+            for S, m in iter_estimate(op, atoms, probes=probes, batch_size=batch_size, seed=seed, gn=False,
+                                      should_stop=should_stop):
+                pass
+            return phi_from_samples(S, m)
+        cmap = self.coupling_map(groups, space="parameter", method="exact", stable_rank=False,
+                                 should_stop=should_stop)
         R2 = cmap.R ** 2
         iu = torch.triu_indices(len(groups), len(groups), 1)
-        return metrics.phi_from_norms(R2.diagonal().tolist(), R2[iu[0], iu[1]].tolist())
+        return PhiResult(metrics.phi_from_norms(R2.diagonal().tolist(), R2[iu[0], iu[1]].tolist()), "exact")
 
     # -- streaming --------------------------------------------------------------------------
     def estimate(self, v: str, w: str, space: str = "activation", probes: int = 200, seed: int = 0, *,
@@ -509,7 +653,8 @@ class Session:
         ``.eigenvalues`` (exact), ``.top``/``.bottom`` with error bars (Lanczos), ``.grid``/``.density``
         with resolution ``.sigma``, and ``.stats`` (every SCIENCE.md §5 statistic, tolerance ``tol``).
         Keywords as :meth:`iter_spectrum`; SLQ probes all run in one batch here unless
-        ``probe_batch`` is given.
+        ``probe_batch`` is given.  Eigenvectors: ``vectors=True`` adds ``.eigenvectors`` (n, n) to
+        exact spectra; Lanczos results carry ``.top_vectors`` / ``.bottom_vectors`` (n, k).
         """
         kw.setdefault("probe_batch", None)
         last = None

@@ -141,6 +141,9 @@ class Spectrum:
     (every tracked bound ≤ tol·max|θ|; None without Lanczos);  matvecs: products A·v spent so far;
     elapsed: seconds;  done: False for intermediate streaming snapshots;  stage: the stage that
     produced this snapshot.
+    eigenvectors (n, n): orthonormal eigenvectors as columns, A[:, i] ↔ eigenvalues[i] (exact with
+    ``vectors=True``);  top_vectors (n, ≤k) / bottom_vectors (n, ≤k): Ritz vectors as columns
+    matching ``top`` / ``bottom`` (final Lanczos results; ‖A u − θ u‖ ≤ the residual bound).
     """
 
     group: str
@@ -167,6 +170,9 @@ class Spectrum:
     elapsed: float = 0.0
     done: bool = True
     stage: str = ""
+    eigenvectors: Optional[Tensor] = field(default=None, repr=False)
+    top_vectors: Optional[Tensor] = field(default=None, repr=False)
+    bottom_vectors: Optional[Tensor] = field(default=None, repr=False)
 
     # convenient views ------------------------------------------------------------------------
     @property
@@ -328,7 +334,8 @@ def iter_spectrum(matvec: Matvec, n: int, *, method: str = "auto", group: str = 
                   num_probes: int = 16, num_iter: int = 64, probe_batch: Optional[int] = 4,
                   sigma: Optional[float] = None, grid_size: int = 512, seed: int = 0,
                   eps: Optional[float] = None, slq_reorth: bool = True, dtype: torch.dtype = torch.float64,
-                  device="cpu", should_stop: Optional[Callable[[], bool]] = None) -> Iterator[Spectrum]:
+                  device="cpu", should_stop: Optional[Callable[[], bool]] = None,
+                  vectors: bool = False) -> Iterator[Spectrum]:
     """Yield refining :class:`Spectrum` snapshots of the symmetric A (n × n) behind ``matvec``.
 
     matvec: V (m, n) -> V A (m, n) (rows).  method: see the module docstring; ``dense_max`` is auto's
@@ -343,7 +350,9 @@ def iter_spectrum(matvec: Matvec, n: int, *, method: str = "auto", group: str = 
     ≳ 10⁴ parameters; the quadrature stays usable, as in Papyan 2020, but Ritz nodes may be
     duplicated — "ghosts").  ``eps``: tolerance
     factor, τ = eps·max|λ| (default n·machine-ε of ``dtype``).  ``seed`` makes the random start and
-    probes reproducible (a private generator; the global RNG is untouched).
+    probes reproducible (a private generator; the global RNG is untouched).  ``vectors``: exact
+    spectra also return every eigenvector (``eigh`` instead of ``eigvalsh``); Lanczos results always
+    carry the top/bottom Ritz vectors.
     """
     if part not in PARTS:
         raise HessExploreError(f"part must be one of {PARTS}, got {part!r}")
@@ -366,7 +375,13 @@ def iter_spectrum(matvec: Matvec, n: int, *, method: str = "auto", group: str = 
 
     if chosen == "exact":
         A = _dense(mv, n, max(1, min(int(chunk or 256), n)), dtype, device)
-        eig = torch.linalg.eigvalsh(A)
+        vecs = None
+        if vectors:
+            eig, vecs = torch.linalg.eigh(A)
+            top_v, bot_v = vecs[:, -min(k, n):].flip(1), vecs[:, :min(k, n)]
+        else:
+            eig = torch.linalg.eigvalsh(A)
+            top_v = bot_v = None
         st = _stats_from_eigenvalues(eig, eps, k)
         grid, dens, sig = _broadened(eig, sigma, grid_size)
         kk = min(k, n)
@@ -375,7 +390,8 @@ def iter_spectrum(matvec: Matvec, n: int, *, method: str = "auto", group: str = 
         yield base(note=note, stats=st, source={key: "eigenvalues" for key in STAT_KEYS}, eigenvalues=eig,
                    top=eig.flip(0)[:kk], top_bounds=torch.zeros(kk, dtype=eig.dtype),
                    bottom=eig[:kk], bottom_bounds=torch.zeros(kk, dtype=eig.dtype),
-                   grid=grid, density=dens, sigma=sig, done=True, stage="exact")
+                   grid=grid, density=dens, sigma=sig, done=True, stage="exact",
+                   eigenvectors=vecs, top_vectors=top_v, bottom_vectors=bot_v)
         return
 
     k = max(1, min(int(k), n))
@@ -404,7 +420,7 @@ def iter_spectrum(matvec: Matvec, n: int, *, method: str = "auto", group: str = 
         lanczos_part = dict(top=res.ritz_values[j - kt:].flip(0), top_bounds=res.residual_bounds[j - kt:].flip(0),
                             bottom=res.ritz_values[:kt], bottom_bounds=res.residual_bounds[:kt],
                             iterations=j, converged=bool(state.converged) or res.exact, exact=res.exact,
-                            ritz=res.ritz_values)
+                            ritz=res.ritz_values, **_ritz_vectors(res, kt))
         if final or res.exact:
             # Lanczos spanned R^n: its Ritz values are all the eigenvalues, nothing left to estimate
             yield _lanczos_snapshot(base, head, why, lanczos_part, eps, k, n, done=True,
@@ -420,6 +436,16 @@ def iter_spectrum(matvec: Matvec, n: int, *, method: str = "auto", group: str = 
         yield _slq_snapshot(base, head, why, r, lanczos_part, eps, k, n, done)
 
 
+def _ritz_vectors(res, kt: int) -> dict:
+    """Top (descending) and bottom (ascending) Ritz vectors of a Lanczos result as (n, kt) columns."""
+    if res.basis is None:
+        return {}
+    S = res.ritz_vectors_T
+    j = S.shape[0]
+    Q = res.basis.T
+    return {"top_vectors": Q @ S[:, j - kt:].flip(1), "bottom_vectors": Q @ S[:, :kt]}
+
+
 def _lanczos_snapshot(base, head: str, why: str, lz: dict, eps, k: int, n: int, done: bool,
                       sigma=None, grid_size: int = 512) -> Spectrum:
     if lz.get("exact"):
@@ -431,7 +457,8 @@ def _lanczos_snapshot(base, head: str, why: str, lz: dict, eps, k: int, n: int, 
         return base(note=note, stats=st, source={key: "eigenvalues" for key in STAT_KEYS}, eigenvalues=eig,
                     top=lz["top"], top_bounds=lz["top_bounds"], bottom=lz["bottom"],
                     bottom_bounds=lz["bottom_bounds"], grid=grid, density=dens, sigma=sig,
-                    lanczos_iterations=lz["iterations"], converged=True, done=done, stage="lanczos")
+                    lanczos_iterations=lz["iterations"], converged=True, done=done, stage="lanczos",
+                    top_vectors=lz.get("top_vectors"), bottom_vectors=lz.get("bottom_vectors"))
     st = _extreme_stats(lz, eps, n)
     status = "converged" if lz["converged"] else ("running" if not done else "NOT converged")
     note = (f"{head}: {why}; top/bottom {k} by Lanczos after {lz['iterations']} steps ({status}: residual "
@@ -442,7 +469,8 @@ def _lanczos_snapshot(base, head: str, why: str, lz: dict, eps, k: int, n: int, 
     return base(note=note, stats=st, source=source,
                 errors={"lambda_max": float(lz["top_bounds"][0]), "lambda_min": float(lz["bottom_bounds"][0])},
                 top=lz["top"], top_bounds=lz["top_bounds"], bottom=lz["bottom"], bottom_bounds=lz["bottom_bounds"],
-                lanczos_iterations=lz["iterations"], converged=lz["converged"], done=done, stage="lanczos")
+                lanczos_iterations=lz["iterations"], converged=lz["converged"], done=done, stage="lanczos",
+                top_vectors=lz.get("top_vectors"), bottom_vectors=lz.get("bottom_vectors"))
 
 
 def _extreme_stats(lz: dict, eps, n: int) -> dict:
@@ -497,7 +525,8 @@ def _slq_snapshot(base, head: str, why: str, r: SLQResult, lz: dict, eps, k: int
     return base(note=note, stats=st, source=source, errors=errors,
                 top=lz.get("top"), top_bounds=lz.get("top_bounds"), bottom=lz.get("bottom"),
                 bottom_bounds=lz.get("bottom_bounds"), grid=r.grid, density=r.density, sigma=r.sigma, slq=r,
-                lanczos_iterations=lz.get("iterations", 0), converged=lz.get("converged"), done=done, stage="slq")
+                lanczos_iterations=lz.get("iterations", 0), converged=lz.get("converged"), done=done, stage="slq",
+                top_vectors=lz.get("top_vectors"), bottom_vectors=lz.get("bottom_vectors"))
 
 
 def compute_spectrum(matvec: Matvec, n: int, **kw) -> Spectrum:

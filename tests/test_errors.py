@@ -210,7 +210,8 @@ def test_block_too_large_for_exact_mode():
     msg = raises(hx.BlockTooLargeError, lambda: s.block("blocks.0.0", "blocks.1.0"),
                  "s.estimate(", "max_exact_dim", "6")
     assert "'blocks.0.0'" in msg and "'blocks.1.0'" in msg
-    raises(hx.BlockTooLargeError, lambda: s.coupling_map(), "estimate", "max_exact_dim")
+    raises(hx.BlockTooLargeError, lambda: s.coupling_map(method="exact"), "method='estimate'", "max_exact_dim")
+    assert s.coupling_map().method == "estimate"     # auto falls back to estimates with error bars
     raises(hx.BlockTooLargeError, lambda: s.block("head", "head", space="parameter"), "estimate", "max_exact_dim")
     # a block whose swept side fits still works; and the streaming route works
     assert s.block("head", "head").shape == (3, 3)
