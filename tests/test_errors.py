@@ -367,3 +367,133 @@ def test_a_too_large_block_leaves_the_session_usable():
     raises(hx.BlockTooLargeError, lambda: s.block("x", "x"), "max_exact_dim")
     b = s.block("blocks.0.0", "blocks.1.0")
     assert b.shape == (6, 6) and b.resonance > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# run files: every damaged or edited file gives one RunFileError naming the file and the place
+# ---------------------------------------------------------------------------------------------
+import copy as _copy      # noqa: E402
+import gzip as _gzip      # noqa: E402
+import json as _json      # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run_json():
+    model = mlp()
+    x, y = batch(16)
+    tracker = hx.Tracker(model, CE, (x, y), every=1, parts=("full",), pairs=[("blocks.0.0", "head")])
+    tracker.step(0)
+    return tracker.run.to_json()
+
+
+def _edit(fn):
+    def make(d):
+        d = _copy.deepcopy(d)
+        fn(d)
+        return d
+    return make
+
+
+def _set(path, value):
+    def fn(d):
+        *head, last = path
+        for k in head:
+            d = d[k]
+        d[last] = value
+    return _edit(fn)
+
+
+def _drop(path):
+    def fn(d):
+        *head, last = path
+        for k in head:
+            d = d[k]
+        del d[last]
+    return _edit(fn)
+
+
+G0 = "blocks.0.0"
+BAD_RUN_JSON = {   # name -> (edit of a good run's dict, words the message must contain)
+    "not an object": (lambda d: [d], "not a hessexplore tracker file"),
+    "other format": (_set(["format"], "hessexplore.report/1"), "not a hessexplore tracker file"),
+    "no format": (_drop(["format"]), "not a hessexplore tracker file"),
+    "records not a list": (_set(["records"], {"0": {}}), "records"),
+    "record not an object": (_set(["records", 0], 3), "records[0]"),
+    "record without step": (_drop(["records", 0, "step"]), "records[0]", "step"),
+    "step a string": (_set(["records", 0, "step"], "0"), "records[0].step", "integer"),
+    "step a float": (_set(["records", 0, "step"], 1.5), "records[0].step"),
+    "step a bool": (_set(["records", 0, "step"], True), "records[0].step"),
+    "loss a string": (_set(["records", 0, "eval_loss"], "low"), "records[0].eval_loss"),
+    "groups not names": (_set(["groups"], [1, 2]), "groups"),
+    "unknown part": (_set(["parts"], ["hessian"]), "parts"),
+    "bad space": (_set(["space"], "weights"), "space"),
+    "pair of three": (_set(["pairs"], [["a", "b", "c"]]), "pairs"),
+    "name not a string": (_set(["name"], 5), "name"),
+    "config a list": (_set(["config"], []), "config"),
+    "layers a list": (_set(["records", 0, "layers"], []), "records[0].layers"),
+    "stat a string": (_set(["records", 0, "layers", G0, "full", "stats", "trace"], "big"),
+                      "records[0].layers.blocks.0.0.full.stats.trace"),
+    "eigenvalues edited": (_set(["records", 0, "layers", G0, "full", "eigenvalues"], ["x"]), "eigenvalues"),
+    "coupling matrix ragged": (_set(["records", 0, "coupling", "R"], [[1.0]]), "records[0].coupling.R"),
+    "coupling names missing": (_drop(["records", 0, "coupling", "names"]), "coupling.names"),
+    "pair value edited": (_set(["records", 0, "pairs", f"{G0}|head", "R"], "1"), "pairs"),
+    "model fingerprint edited": (_set(["model"], {"parameters": "all"}), "model"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RUN_JSON))
+def test_edited_run_files_give_one_clear_error(run_json, tmp_path, case):
+    edit, *words = BAD_RUN_JSON[case]
+    path = tmp_path / "run.json"
+    path.write_text(_json.dumps(edit(run_json)))
+    msg = raises(hx.RunFileError, lambda: hx.Run.load(str(path)), *words)
+    assert str(path) in msg or "tracker file" in msg
+
+
+BAD_RUN_BYTES = {   # file content -> words
+    "empty": (b"", "empty"),
+    "truncated": (None, "not valid JSON", "truncated"),
+    "not utf-8": (b"\xff\xfe\x00{", "UTF-8"),
+    "deeply nested": (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    "huge integer": (b'{"format": ' + b"9" * 5000 + b"}", "JSON"),
+    "gzip without .gz": ("gz", "rename"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RUN_BYTES))
+def test_damaged_run_files_give_one_clear_error(run_json, tmp_path, case):
+    content, *words = BAD_RUN_BYTES[case]
+    good = _json.dumps(run_json).encode()
+    if content is None:
+        content = good[: len(good) // 2]
+    elif content == "gz":
+        content = _gzip.compress(good)
+    path = tmp_path / "run.json"
+    path.write_bytes(content)
+    raises(hx.RunFileError, lambda: hx.Run.load(str(path)), *words)
+
+
+def test_missing_folder_and_truncated_gzip_run_files(run_json, tmp_path):
+    raises(hx.RunFileError, lambda: hx.Run.load(str(tmp_path / "nope.json")), "no run file")
+    raises(hx.RunFileError, lambda: hx.Run.load(str(tmp_path)), "folder")
+    data_gz = _gzip.compress(_json.dumps(run_json).encode())
+    (tmp_path / "cut.json.gz").write_bytes(data_gz[: len(data_gz) // 2])
+    raises(hx.RunFileError, lambda: hx.Run.load(str(tmp_path / "cut.json.gz")), "gzip", "truncated")
+    (tmp_path / "plain.json.gz").write_text(_json.dumps(run_json))
+    raises(hx.RunFileError, lambda: hx.Run.load(str(tmp_path / "plain.json.gz")), "gzip")
+
+
+def test_a_run_from_another_model_is_refused(run_json, tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(_json.dumps(run_json))
+    assert hx.Run.load(str(path), model=mlp()).records                # the same architecture: fine
+    torch.manual_seed(0)
+    wider = models.MLP(d_in=8, width=7, depth=2, d_out=3).eval()
+    raises(hx.RunFileError, lambda: hx.Run.load(str(path), model=wider), "different model", "shape")
+    other = nn.Sequential(nn.Linear(8, 3))
+    raises(hx.RunFileError, lambda: hx.Run.load(str(path), model=other), "different model")
+    old = dict(run_json)
+    old.pop("model")                                                  # files written before fingerprints
+    path.write_text(_json.dumps(old))
+    assert hx.Run.load(str(path), model=mlp()).model is None
+    raises(hx.RunFileError, lambda: hx.Run.load(str(path), model=other), "different model", "blocks.0.0")

@@ -257,3 +257,43 @@ def test_activation_space_coupling_and_pairs():
     pair = rec["pairs"]["blocks.0|blocks.1"]
     assert pair["C"] == pytest.approx(s.coupling("blocks.0", "blocks.1"), rel=1e-9)
     assert pair["gn_gap"] < 1e-8        # the later node feeds the linear head: H^T = 0 (SCIENCE.md §3)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".json.gz"])
+def test_a_save_that_dies_half_way_keeps_the_previous_run(tracked, tmp_path, suffix):
+    """Run.save is atomic: a write that fails mid-way (the file-size limit) leaves the old file."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / f"run{suffix}"
+    tracked[0].run.save(str(path))
+    good = path.read_bytes()
+    script = tmp_path / "save.py"
+    script.write_text(
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({len(good) + 1}, resource.RLIM_INFINITY))\n"
+        "import hessexplore as hx\n"
+        f"run = hx.Run.load({str(path)!r})\n"
+        "run.records = run.records * 40\n"
+        "try:\n"
+        f"    run.save({str(path)!r})\n"
+        "except OSError as exc:\n"
+        "    print('save failed:', exc)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=root))
+    assert "save failed" in r.stdout, (r.stdout, r.stderr[-2000:])
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, "save.py"])   # no temp file left
+    assert hx.Run.load(str(path)).to_json() == tracked[0].run.to_json()
+
+
+def test_saved_file_keeps_the_permissions_of_the_one_it_replaces(tracked, tmp_path):
+    import os
+    path = tmp_path / "run.json"
+    path.write_text("old")
+    os.chmod(path, 0o640)
+    tracked[0].run.save(str(path))
+    assert os.stat(path).st_mode & 0o777 == 0o640
