@@ -588,3 +588,53 @@ def test_a_factory_file_named_like_a_stdlib_module_does_not_shadow_it(tmp_path, 
     assert code == 0, err
     assert sys.modules["json"] is real_json and json.dumps({"a": 1}) == '{"a": 1}'
     assert str(tmp_path) not in sys.path[:1]
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex((host, port)) == 0
+
+
+@pytest.mark.slow
+def test_demo_on_a_specific_address_is_found_ready(tmp_path):
+    """--ip 127.0.0.2: the readiness check polls that address (not 127.0.0.1: a false timeout)."""
+    pytest.importorskip("jupyterlab", reason="hessexplore demo needs jupyterlab (pip install -e '.[test]')")
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.2", 0))
+        except OSError:
+            pytest.skip("127.0.0.2 is not a local address here")
+    port = _free_port()
+    env = _env(**jupyter_env(tmp_path / "jupyter"))
+    proc, url, _ = start_demo([sys.executable, "-m", "hessexplore", "demo", "--no-browser", "--port", str(port),
+                               "--ip", "127.0.0.2", "--timeout", "90", "--dir", str(tmp_path / "nb")], tmp_path, env)
+    try:
+        assert url.startswith(f"http://127.0.0.2:{port}/")
+        check_demo_server(url)
+    finally:
+        code, out = stop_demo(proc)
+    assert code == 0 and "JupyterLab stopped." in out, out
+    assert not _port_open("127.0.0.2", port)
+
+
+@pytest.mark.slow
+def test_jupyterlab_dies_with_a_killed_demo(tmp_path):
+    """SIGKILL leaves the demo no chance to clean up: the server must still go (no old token left running)."""
+    pytest.importorskip("jupyterlab", reason="hessexplore demo needs jupyterlab (pip install -e '.[test]')")
+    port = _free_port()
+    env = _env(**jupyter_env(tmp_path / "jupyter"))
+    proc, url, _ = start_demo([sys.executable, "-m", "hessexplore", "demo", "--no-browser", "--port", str(port),
+                               "--dir", str(tmp_path / "nb")], tmp_path, env)
+    try:
+        check_demo_server(url)
+        proc.kill()                       # the demo only, not its process group
+        proc.wait(10)
+        deadline = time.monotonic() + 30
+        while _port_open("127.0.0.1", port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _port_open("127.0.0.1", port), "JupyterLab kept running after its demo was killed"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.stdout.close()
