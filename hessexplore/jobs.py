@@ -95,10 +95,12 @@ class SyncExecutor:
 
 class ThreadExecutor:
     """One daemon worker thread, started on first use (a job still running at interpreter exit
-    does not keep the process alive)."""
+    does not keep the process alive).  An idle worker ends after ``idle_timeout`` seconds (an
+    explorer left open holds no thread); the next submit starts a fresh one."""
 
-    def __init__(self, name: str = "hessexplore-worker"):
+    def __init__(self, name: str = "hessexplore-worker", idle_timeout: float | None = 60.0):
         self._name = name
+        self.idle_timeout = idle_timeout
         self._queue: collections.deque = collections.deque()
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -120,7 +122,10 @@ class ThreadExecutor:
         while True:
             with self._cv:
                 while not self._queue and not self._closed:
-                    self._cv.wait()
+                    if not self._cv.wait(self.idle_timeout) and not self._queue and not self._closed:
+                        if self._thread is threading.current_thread():
+                            self._thread = None      # idle too long: end; submit() starts a new worker
+                        return
                 if self._closed and not self._queue:
                     return
                 fn = self._queue.popleft()
@@ -133,6 +138,7 @@ class ThreadExecutor:
 
     @property
     def thread(self) -> threading.Thread | None:
+        """The current worker thread (None before the first job and after an idle exit)."""
         return self._thread
 
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:

@@ -450,3 +450,16 @@ def test_interpreter_exit_during_a_torch_job_is_clean(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
     assert "exiting" in out.stdout and "terminate called" not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_an_idle_worker_ends_and_the_next_job_starts_a_new_one():
+    ex = ThreadExecutor(idle_timeout=0.1)
+    rec, pub, runner = make(ex)
+    assert runner.submit("map", lambda ctx: "one") and runner.wait(5)
+    first = ex.thread
+    first.join(5)
+    assert not first.is_alive() and ex.thread is None
+    job = runner.submit("map", lambda ctx: "two")
+    assert runner.wait(5) and job.state == "done" and rec.state["status"]["message"] == "two"
+    assert ex.thread is not None and ex.thread is not first
+    runner.shutdown(wait=True)
