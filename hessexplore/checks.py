@@ -239,38 +239,63 @@ def _buffers(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: b for n, b in model.named_buffers() if b is not None}
 
 
+def _restore_buffers(model: nn.Module, objects: dict[str, torch.Tensor], values: dict[str, torch.Tensor]) -> None:
+    """Put back every buffer object (a forward may rebind one) with its saved values."""
+    with torch.no_grad():
+        for name, obj in objects.items():
+            prefix, _, leaf = name.rpartition(".")
+            owner = model.get_submodule(prefix) if prefix else model
+            if owner._buffers.get(leaf) is not obj:
+                owner._buffers[leaf] = obj
+            if not _same(obj, values[name]):
+                obj.copy_(values[name])
+
+
 def check_forward(model: nn.Module, run: Callable[[], torch.Tensor]) -> torch.Tensor:
     """Run the forward twice: refuse one that changes buffers or gives different outputs.
 
-    The buffers are restored to their values before the check whatever happens, so the user's
-    model is left as it was.  Returns the first output.
+    Outputs count as equal within 100·ε(dtype) relative (GPU kernels may sum in another order);
+    buffers must not change at all.  Every buffer is restored to the object and values it had
+    before the check, whatever happens, so the user's model is left as it was.  Returns the
+    first output.
     """
-    saved = {n: b.detach().clone() for n, b in _buffers(model).items()}
+    objects = _buffers(model)
+    saved = {n: b.detach().clone() for n, b in objects.items()}
     try:
         with torch.no_grad():
             z1 = run()
-            changed = [n for n, b in _buffers(model).items()
-                       if n not in saved or b.shape != saved[n].shape or not _same(b, saved[n])]
+            now = _buffers(model)
+            changed = [n for n in set(now) | set(saved)
+                       if n not in saved or n not in now or now[n].shape != saved[n].shape
+                       or not _same(now[n], saved[n])]
             if changed:
                 raise ModelStateError(
-                    f"the forward pass changes the buffer {changed[0]!r}"
+                    f"the forward pass changes the buffer {sorted(changed)[0]!r}"
                     + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else "")
                     + ": its curvature would change with every product. A module that updates statistics in "
                     "eval mode (a custom running mean, a counter) must stop doing so while analysed; your "
                     "buffers were restored")
             z2 = run() if torch.is_tensor(z1) else None
     finally:
-        with torch.no_grad():
-            for n, b in _buffers(model).items():
-                if n in saved and b.shape == saved[n].shape:
-                    b.copy_(saved[n])
-    if torch.is_tensor(z1) and torch.is_tensor(z2) and z1.shape == z2.shape and not _same(z1, z2):
+        _restore_buffers(model, objects, saved)
+    if torch.is_tensor(z1) and torch.is_tensor(z2) and z1.shape == z2.shape and _differ(z1, z2):
         raise ModelStateError(
             "the model gives different outputs for the same input (the forward is random: e.g. "
             "F.dropout(x, training=True), torch.rand, or noise added in forward), so its Hessian changes "
             "from call to call. Make the forward deterministic in eval mode (F.dropout(x, training=self.training), "
             "or nn.Dropout modules, which model.eval() switches off)")
     return z1
+
+
+def _differ(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if not a.is_floating_point():
+        return not torch.equal(a, b)
+    tol = 100 * torch.finfo(a.dtype).eps
+    fin = torch.isfinite(a) & torch.isfinite(b)
+    if not torch.equal(fin, torch.isfinite(a)) or not torch.equal(a[~fin].nan_to_num(), b[~fin].nan_to_num()):
+        return True
+    diff = (a[fin] - b[fin]).double().norm()
+    return bool(diff > tol * a[fin].double().norm() + torch.finfo(a.dtype).tiny)
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -338,24 +363,30 @@ def check_loss_depends_on_output(loss_fn, z: torch.Tensor, y) -> None:
         raise LossError(msg.format(why="its gradient and second derivative in z are 0"))
 
 
-def input_width_error(model: nn.Module, x: torch.Tensor, exc: BaseException) -> InputError | None:
-    """A readable error for an input that does not fit the model's first layer (None if not that)."""
-    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
-                                                               nn.Embedding))), None)
-    if first is None:
-        return None
-    text = str(exc)
-    if isinstance(first, nn.Linear) and torch.is_tensor(x) and x.dim() >= 1 and x.shape[-1] != first.in_features:
-        return InputError(f"the inputs have {x.shape[-1]} features per sample (shape {tuple(x.shape)}) but the "
+def input_width_error(model: nn.Module, x, exc: BaseException) -> InputError:
+    """A readable error for a batch the model cannot run on (``exc``: what the forward raised)."""
+    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Embedding))), None)
+    shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+    if isinstance(first, nn.Linear) and torch.is_tensor(x) and x.dim() >= 1 and x.shape[-1] != first.in_features \
+            and _is_first_layer(model, first):
+        return InputError(f"the inputs have {x.shape[-1]} features per sample (shape {shape}) but the "
                           f"model's first Linear layer expects {first.in_features}: pass x of shape "
                           f"(B, {first.in_features})")
     if isinstance(first, nn.Embedding) and torch.is_tensor(x) and x.is_floating_point():
         return InputError("the model starts with an Embedding, which needs integer token ids, but x is "
                           f"{x.dtype}: pass x.long()")
-    if "shape" in text or "size" in text or "expected" in text.lower():
-        return InputError(f"the model cannot run on inputs of shape {tuple(x.shape) if torch.is_tensor(x) else '?'}: "
-                          f"{' '.join(text.split())[:300]}. Check the input shape the model expects")
-    return None
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= 300 else text[:299] + "…"
+    return InputError(f"the model cannot run on this batch (x of shape {shape}): {type(exc).__name__}: {text}. "
+                      "Check the inputs' shape and dtype against what the model's forward expects")
+
+
+def _is_first_layer(model: nn.Module, layer: nn.Module) -> bool:
+    """Whether ``layer`` is the first module with parameters (so x feeds it directly, most likely)."""
+    for m in model.modules():
+        if any(True for _ in m.parameters(recurse=False)):
+            return m is layer
+    return False
 
 
 def names_of(seq: Sequence[str]) -> str:

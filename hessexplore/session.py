@@ -130,10 +130,7 @@ class Session:
         except HessExploreError:
             raise
         except Exception as exc:  # noqa: BLE001 - the batch does not fit the model: say so, one line
-            err = checks.input_width_error(self.model, self.inputs[0], exc)
-            if err is None:
-                raise
-            raise err from None
+            raise checks.input_width_error(self.model, self.inputs[0], exc) from exc
         if not torch.is_tensor(z):
             raise HessExploreError(f"the model must return one tensor of outputs z, got {type(z).__name__}; "
                                    "wrap it so forward returns the tensor the loss is applied to")

@@ -594,20 +594,33 @@ def test_functional_dropout_in_train_mode_inside_forward():
 
 
 class Counter(nn.Module):
-    def __init__(self):
+    def __init__(self, rebind=False):
         super().__init__()
         self.lin, self.head = nn.Linear(8, 6), nn.Linear(6, 3)
         self.register_buffer("calls", torch.zeros(()))
+        self.rebind = rebind
 
     def forward(self, x):
-        self.calls += 1
+        if self.rebind:
+            self.calls = self.calls + 1          # a new tensor bound to the buffer's name
+        else:
+            self.calls += 1                      # in place
         return self.head(torch.tanh(self.lin(x)) * (1 + 0.01 * self.calls))
 
 
-def test_a_forward_that_mutates_buffers_is_refused_and_the_buffers_restored():
-    m = Counter().eval()
+@pytest.mark.parametrize("rebind", [False, True], ids=["in-place", "rebound"])
+def test_a_forward_that_mutates_buffers_is_refused_and_the_buffers_restored(rebind):
+    m = Counter(rebind).eval()
+    before = m.calls
     raises(hx.ModelStateError, lambda: hx.Session(m, CE, batch()), "changes the buffer 'calls'", "restored")
-    assert float(m.calls) == 0.0
+    assert m.calls is before and float(m.calls) == 0.0
+
+
+def test_a_deterministic_forward_leaves_buffers_untouched():
+    m = BNNet().eval()
+    ids = {n: (b.data_ptr(), b._version) for n, b in m.named_buffers()}
+    hx.Session(m, CE, batch())
+    assert {n: (b.data_ptr(), b._version) for n, b in m.named_buffers()} == ids
 
 
 def test_meta_device_model():
