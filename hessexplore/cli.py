@@ -11,11 +11,14 @@ your own model and batch.  The factory is called with no arguments and returns
 current folder or PYTHONPATH; ``path/to/file.py:factory`` loads a file.  It computes the exact
 coupling map (R, C, stable rank, GN-Gap), Φ and the layer spectra, prints tables with a progress
 bar on stderr, and writes a report folder (report.json, summary.txt, coupling.png, distance.png,
-spectra.png).
+spectra.png).  The folder is checked before the analysis (a file, no permission, or files there that
+hessexplore did not write: refused unless ``--force``); files are replaced atomically.
 
 ``demo`` opens JupyterLab on the quickstart notebook (installs nothing; copies the notebooks into
 a working folder so the originals stay clean).  ``--no-browser`` prints the URL with its token
-instead of opening a browser; Ctrl+C stops the server.
+instead of opening a browser; Ctrl+C (or SIGTERM/SIGHUP) stops the server within
+``DEMO_STOP_GRACE`` seconds, a second Ctrl+C at once, and on Linux the server also dies with the
+demo if it is killed outright (SIGKILL).
 
 Bad input (unknown model, malformed ``module:factory``, import errors, a factory returning the
 wrong thing, a model hessexplore cannot analyse) prints one line ``hessexplore: error: ...`` on

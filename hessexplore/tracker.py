@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from . import metrics, runfile
-from .errors import HessExploreError
+from .errors import HessExploreError, MemoryBudgetError
 from .fileio import atomic_write
 from .session import Session
 
@@ -423,7 +423,10 @@ class Tracker:
             return {"names": groups, "space": space, "skipped": (
                 f"the groups hold {sum(dims):,} {'parameters' if space == 'parameter' else 'activations'}, over "
                 f"max_coupling_dim={self.max_coupling_dim:,}: the exact map was skipped; track pairs instead")}
-        cm = s.coupling_map(groups, space=space)
+        try:
+            cm = s.coupling_map(groups, space=space)
+        except MemoryBudgetError as exc:    # refused up front: record why, keep the training loop going
+            return {"names": groups, "space": space, "skipped": str(exc)}
         out = {"names": groups, "space": space, "R": cm.R, "C": cm.C, "gap": cm.gap, "norm_gn": cm.norm_gn,
                "norm_tensor": cm.norm_tensor, "distance": cm.distance}
         phi = None

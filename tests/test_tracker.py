@@ -297,3 +297,14 @@ def test_saved_file_keeps_the_permissions_of_the_one_it_replaces(tracked, tmp_pa
     os.chmod(path, 0o640)
     tracked[0].run.save(str(path))
     assert os.stat(path).st_mode & 0o777 == 0o640
+
+
+def test_a_coupling_map_over_the_memory_budget_is_skipped_not_fatal(monkeypatch):
+    monkeypatch.setattr(hx.Session, "max_exact_bytes", 64)
+    torch.manual_seed(0)
+    model = models.MLP(4, 6, 2, 3, activation="tanh")
+    x, y = data.blobs(24, 4, 3, seed=1)
+    tracker = hx.Tracker(model, nn.CrossEntropyLoss(), (x, y), every=1, parts=("full",))
+    rec = tracker.step(0)
+    assert "budget" in rec["coupling"]["skipped"] and "R" not in rec["coupling"]
+    assert rec["layers"]["head"]["full"]["stats"]["lambda_max"] > 0
