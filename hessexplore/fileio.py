@@ -7,7 +7,7 @@ destination with :func:`os.replace` (atomic on POSIX and Windows), and the folde
 A kill, a full disk or an exception mid-write leaves the old file as it was and no temporary
 file behind (removed on any exception; a hard kill may leave one ``.<name>.*.tmp``, never a
 truncated destination).  The new file gets the permissions of the file it replaces, or the
-usual ``0o666 & ~umask`` for a new one.
+usual ``0o666 & ~umask`` for a new one; a symbolic link keeps pointing at the (replaced) target.
 """
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ def atomic_open(path: PathLike, mode: str = "w", *, encoding: str | None = "utf-
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes with mode 'w' or 'wb', got {mode!r}")
     path = Path(path)
+    if path.is_symlink():          # replace the file the link points to, not the link itself
+        path = Path(os.path.realpath(path))
     folder = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:

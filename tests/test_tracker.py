@@ -308,3 +308,21 @@ def test_a_coupling_map_over_the_memory_budget_is_skipped_not_fatal(monkeypatch)
     rec = tracker.step(0)
     assert "budget" in rec["coupling"]["skipped"] and "R" not in rec["coupling"]
     assert rec["layers"]["head"]["full"]["stats"]["lambda_max"] > 0
+
+
+def test_atomic_write_replaces_a_link_target_and_cleans_up_on_error(tmp_path):
+    import os
+    from hessexplore.fileio import atomic_write
+    target = tmp_path / "real.txt"
+    target.write_text("old")
+    link = tmp_path / "link.txt"
+    os.symlink(target, link)
+    atomic_write(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+
+    def boom(f):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, boom)
+    assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["link.txt", "real.txt"]
