@@ -5,7 +5,8 @@ model's DAG, split into Gauss–Newton and tensor parts, exact or streamed with
 error bars; layer-wise spectra and their evolution over training; a Jupyter
 explorer.  Start with :class:`Session`, :func:`explore` or :class:`Tracker`.
 """
-from .errors import (BlockTooLargeError, HessExploreError, LossError, ModelStateError, TracingError,
+from .errors import (ArgumentError, BlockTooLargeError, HessExploreError, InputError, LossError,
+                     MemoryBudgetError, ModelStateError, ReportFolderError, RunFileError, TracingError,
                      UnknownNameError)
 from .estimators import Estimate, EstimateSnapshot
 from .results import Block, CouplingMap
@@ -27,4 +28,5 @@ def __getattr__(name):
 
 __all__ = ["Session", "explore", "Explorer", "Tracker", "Run", "Block", "CouplingMap", "Spectrum",
            "Estimate", "EstimateSnapshot", "HessExploreError", "TracingError", "ModelStateError",
-           "LossError", "UnknownNameError", "BlockTooLargeError"]
+           "LossError", "UnknownNameError", "BlockTooLargeError", "MemoryBudgetError", "InputError",
+           "ArgumentError", "RunFileError", "ReportFolderError"]

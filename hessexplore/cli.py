@@ -11,11 +11,14 @@ your own model and batch.  The factory is called with no arguments and returns
 current folder or PYTHONPATH; ``path/to/file.py:factory`` loads a file.  It computes the exact
 coupling map (R, C, stable rank, GN-Gap), Φ and the layer spectra, prints tables with a progress
 bar on stderr, and writes a report folder (report.json, summary.txt, coupling.png, distance.png,
-spectra.png).
+spectra.png).  The folder is checked before the analysis (a file, no permission, or files there that
+hessexplore did not write: refused unless ``--force``); files are replaced atomically.
 
 ``demo`` opens JupyterLab on the quickstart notebook (installs nothing; copies the notebooks into
 a working folder so the originals stay clean).  ``--no-browser`` prints the URL with its token
-instead of opening a browser; Ctrl+C stops the server.
+instead of opening a browser; Ctrl+C (or SIGTERM/SIGHUP) stops the server within
+``DEMO_STOP_GRACE`` seconds, a second Ctrl+C at once, and on Linux the server also dies with the
+demo if it is killed outright (SIGKILL).
 
 Bad input (unknown model, malformed ``module:factory``, import errors, a factory returning the
 wrong thing, a model hessexplore cannot analyse) prints one line ``hessexplore: error: ...`` on
@@ -25,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import importlib
 import importlib.util
 import os
 import re
+import signal
 import sys
 import time
 import traceback
@@ -122,8 +127,10 @@ def _import(module: str):
             raise CLIError(f"no such file {module!r} (from MODEL {module}:...)")
         folder = str(path.resolve().parent)
         if folder not in sys.path:
-            sys.path.insert(0, folder)
-        name = re.sub(r"\W", "_", path.stem)
+            sys.path.append(folder)       # its sibling modules import; the standard library still wins
+        # a private, unique module name: path/to/json.py must not become (and shadow) the module `json`
+        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+        name = f"_hessexplore_user_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest}"
         spec = importlib.util.spec_from_file_location(name, path)
         mod = importlib.util.module_from_spec(spec)
         sys.modules[name] = mod
@@ -263,6 +270,8 @@ def cmd_analyze(args) -> int:
     spec = args.model_opt or args.model or "residual"
     if args.model and args.model_opt and args.model != args.model_opt:
         raise CLIError(f"two models given ({args.model!r} and --model {args.model_opt!r}); give one")
+    if not args.no_report:
+        report.check_folder(args.out, force=args.force)     # before minutes of analysis, not after
     name, model, loss_fn, batch, nodes, source, output = resolve_model(spec, seed=args.seed)
     changed = _eval_mode(model)
     if changed:
@@ -291,7 +300,7 @@ def cmd_analyze(args) -> int:
     print()
     print(report.summary(a))
     if not args.no_report:
-        paths = report.write(a, args.out)
+        paths = report.write(a, args.out, force=args.force)
         print(f"\nwrote {Path(args.out)}/: " + ", ".join(p.name for p in paths))
     return 0
 
@@ -341,7 +350,6 @@ def _copy_notebooks(dest: Path, reset: bool) -> tuple[list[str], list[str]]:
 
 def cmd_demo(args) -> int:
     import secrets
-    import signal
     import subprocess
     import urllib.request
 
@@ -366,20 +374,21 @@ def cmd_demo(args) -> int:
         cmd.append("--ServerApp.allow_root=True")     # containers often run as root; the token still guards it
     log_path = dest / ".hessexplore-demo.log"
     log = None if args.verbose else open(log_path, "w", encoding="utf-8")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
-                            start_new_session=True)
-    host = "127.0.0.1" if args.ip in ("0.0.0.0", "", "localhost") else args.ip
-    if args.ip in ("0.0.0.0", ""):
-        import socket
-        host = socket.gethostname()
-    base = f"http://{host}:{port}"
-    url = f"{base}/lab/tree/{nb}?token={token}"
-
-    def stop(*_):
-        raise KeyboardInterrupt
-
-    old_term = signal.signal(signal.SIGTERM, stop)
+    # JupyterLab runs in its own process group (Ctrl+C in the terminal reaches only us; we stop it in
+    # order) and dies with us even when we cannot clean up (SIGKILL): the kernel sends it SIGTERM
+    # when this process ends (PR_SET_PDEATHSIG, Linux), so no server is left running with our token.
+    old_handlers = {sig: signal.signal(sig, _raise_interrupt) for sig in _STOP_SIGNALS}
+    proc = None
     try:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
+                                start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
+        host = "127.0.0.1" if args.ip in ("0.0.0.0", "", "localhost") else args.ip
+        if args.ip in ("0.0.0.0", ""):
+            import socket
+            host = socket.gethostname()
+        base = f"http://{_url_host(host)}:{port}"
+        url = f"{base}/lab/tree/{nb}?token={token}"
+        probe = f"http://{_url_host(_probe_host(args.ip))}:{port}/api/status?token={token}"
         deadline = time.monotonic() + args.timeout
         while True:
             if proc.poll() is not None:
@@ -390,14 +399,14 @@ def cmd_demo(args) -> int:
                 raise CLIError(f"JupyterLab exited with status {proc.returncode} before it was ready"
                                + (f": {_one_line(tail)}" if tail else "") + (f" (log: {log_path})" if log else ""))
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2) as r:
+                with urllib.request.urlopen(probe, timeout=2) as r:
                     if r.status == 200:
                         break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise CLIError(f"JupyterLab did not answer within {args.timeout:.0f} s"
-                               + (f" (log: {log_path})" if log else ""))
+                raise CLIError(f"JupyterLab did not answer on {_url_host(_probe_host(args.ip))}:{port} within "
+                               f"{args.timeout:.0f} s" + (f" (log: {log_path})" if log else ""))
             time.sleep(0.25)
         print(f"JupyterLab is running on the hessexplore notebooks in {dest}")
         print(f"    {url}")
@@ -409,23 +418,99 @@ def cmd_demo(args) -> int:
         proc.wait()
         return 0 if proc.returncode == 0 else 1
     except KeyboardInterrupt:
-        print("\nstopping JupyterLab ...", flush=True)
+        _say("\nstopping JupyterLab ...")
         return 0
     finally:
-        signal.signal(signal.SIGTERM, old_term)
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=15)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
-        if log is not None:
-            log.close()
-        print("JupyterLab stopped.", flush=True)
+        # a second Ctrl+C (or SIGTERM/SIGHUP) while stopping must not leave the server behind: from
+        # here on signals only shorten the wait
+        hurry = _Hurry()
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, hurry)
+        try:
+            if proc is not None:
+                _stop_group(proc, hurry)
+            if log is not None:
+                log.close()
+            _say("JupyterLab stopped.")
+        finally:
+            for sig, h in old_handlers.items():
+                signal.signal(sig, h)
+
+
+def _say(text: str) -> None:
+    """Print, unless the terminal is gone (SIGHUP): stopping the server matters more."""
+    try:
+        print(text, flush=True)
+    except OSError:
+        pass
+
+
+def _raise_interrupt(*_):
+    raise KeyboardInterrupt
+
+
+_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+#: seconds JupyterLab gets to shut down (kernels, sessions) after SIGTERM before SIGKILL
+DEMO_STOP_GRACE = 10.0
+
+
+class _Hurry:
+    """Signal handler used while stopping: a further Ctrl+C skips the grace period."""
+
+    def __init__(self):
+        self.now = False
+
+    def __call__(self, *_):
+        self.now = True
+
+
+def _stop_group(proc, hurry: _Hurry) -> None:
+    """SIGTERM to JupyterLab's process group, up to DEMO_STOP_GRACE s, then SIGKILL."""
+    import signal
+
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + DEMO_STOP_GRACE
+    while proc.poll() is None and time.monotonic() < deadline and not hurry.now:
+        time.sleep(0.05)
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+def _probe_host(ip: str) -> str:
+    """The address to poll for readiness: where the server listens (loopback for the wildcards)."""
+    if ip in ("0.0.0.0", "", "localhost"):
+        return "127.0.0.1"
+    if ip in ("::", "[::]"):
+        return "::1"
+    return ip.strip("[]")
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _die_with_parent(parent: int):
+    """preexec_fn for the server: ask Linux to SIGTERM it when ``parent`` ends (a no-op elsewhere)."""
+    def set_pdeathsig():
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except Exception:  # noqa: BLE001, S110 - not Linux: the parent's own cleanup still stops it
+            return
+        if os.getppid() != parent:       # the parent died before prctl took effect
+            os._exit(1)
+    return set_pdeathsig if sys.platform.startswith("linux") else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -459,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=0, help="seed of a built-in model and its data (default 0)")
     a.add_argument("--out", default="hessexplore-report", metavar="DIR",
                    help="report folder (default ./hessexplore-report)")
+    a.add_argument("--force", action="store_true",
+                   help="overwrite report.json, summary.txt or PNGs in --out that hessexplore did not write")
     a.add_argument("--no-report", action="store_true", help="print the tables only, write no files")
     a.add_argument("--no-spectra", action="store_true", help="skip the layer spectra")
     a.add_argument("--no-phi", action="store_true", help="skip Φ (the parameter-space map)")

@@ -42,6 +42,26 @@ class AutodiffError(HessExploreError):
     """An op of the model has no second derivative in PyTorch (named, with its module and the way out)."""
 
 
+class MemoryBudgetError(BlockTooLargeError):
+    """An exact result would not fit the memory budget (refused before anything is allocated)."""
+
+
+class InputError(HessExploreError):
+    """The batch (inputs or targets) does not fit the model or the loss."""
+
+
+class ArgumentError(HessExploreError, TypeError):
+    """An argument of a hessexplore call has the wrong type or value (probes, seed, dtype, ...)."""
+
+
+class RunFileError(HessExploreError):
+    """A tracker run file that cannot be read: missing, damaged, edited, or from another model."""
+
+
+class ReportFolderError(HessExploreError):
+    """The report folder cannot be written, or holds files hessexplore did not write."""
+
+
 class JobCancelled(Exception):
     """Raised inside a computation when its job was cancelled (not a user error)."""
 

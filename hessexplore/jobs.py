@@ -22,17 +22,32 @@ One worker computes; the kernel's main thread only validates and enqueues.
   values.
 * Executors: anything with ``submit(fn)``.  :class:`ThreadExecutor` (default) runs on one
   daemon thread; :class:`SyncExecutor` runs jobs in the caller's thread (tests, scripts).
+
+Nothing is lost or wedged: *any* exception inside a job — ``SystemExit`` and
+``KeyboardInterrupt`` included — ends that job with a status (``cancelled`` for an interrupt,
+``error`` otherwise) and leaves the runner usable.  In the caller's thread (``SyncExecutor``,
+Ctrl+C in a script) the interrupt is re-raised after the status is written, so the script still
+stops.  Workers are stopped when the interpreter exits (running jobs are cancelled and joined, so
+no torch work is torn down mid-operation: no ``terminate called without an active exception``)
+and when their runner is garbage-collected (:func:`weakref.finalize`).  Submitting to a closed
+runner returns a job that already ended ``cancelled``; it never raises from a racing thread.
 """
 from __future__ import annotations
 
+import atexit
 import collections
 import threading
 import time
 import traceback
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import HessExploreError, JobCancelled
+
+CLOSED_MESSAGE = "this explorer is closed: create a new one (hx.explore(...)) to compute more"
+#: seconds the interpreter waits at exit for running jobs to notice their cancellation
+EXIT_TIMEOUT = 30.0
 
 STATES = ("idle", "running", "done", "cancelled", "error")
 FINAL_STATES = ("done", "cancelled", "error")
@@ -59,16 +74,20 @@ class SyncExecutor:
         self._queue: collections.deque = collections.deque()
         self._running = False
 
-    def submit(self, fn: Callable[[], Any]) -> None:
+    def submit(self, fn: Callable[[], Any]) -> bool:
         self._queue.append(fn)
         if self._running:
-            return
+            return True
         self._running = True
         try:
             while self._queue:
                 self._queue.popleft()()
+        except BaseException:
+            self._queue.clear()      # an interrupt (Ctrl+C) stops what was queued behind it too
+            raise
         finally:
             self._running = False
+        return True
 
     def shutdown(self, wait: bool = True) -> None:  # noqa: ARG002 - executor protocol
         self._queue.clear()
@@ -76,30 +95,37 @@ class SyncExecutor:
 
 class ThreadExecutor:
     """One daemon worker thread, started on first use (a job still running at interpreter exit
-    does not keep the process alive)."""
+    does not keep the process alive).  An idle worker ends after ``idle_timeout`` seconds (an
+    explorer left open holds no thread); the next submit starts a fresh one."""
 
-    def __init__(self, name: str = "hessexplore-worker"):
+    def __init__(self, name: str = "hessexplore-worker", idle_timeout: float | None = 60.0):
         self._name = name
+        self.idle_timeout = idle_timeout
         self._queue: collections.deque = collections.deque()
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def submit(self, fn: Callable[[], Any]) -> None:
+    def submit(self, fn: Callable[[], Any]) -> bool:
+        """Queue ``fn`` for the worker; False (nothing queued) once the executor is shut down."""
         with self._cv:
             if self._closed:
-                raise RuntimeError("the executor is shut down")
+                return False
             self._queue.append(fn)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
                 self._thread.start()
             self._cv.notify()
+        return True
 
     def _loop(self) -> None:
         while True:
             with self._cv:
                 while not self._queue and not self._closed:
-                    self._cv.wait()
+                    if not self._cv.wait(self.idle_timeout) and not self._queue and not self._closed:
+                        if self._thread is threading.current_thread():
+                            self._thread = None      # idle too long: end; submit() starts a new worker
+                        return
                 if self._closed and not self._queue:
                     return
                 fn = self._queue.popleft()
@@ -107,9 +133,12 @@ class ThreadExecutor:
                 fn()
             except BaseException:  # noqa: BLE001 - the runner reports job errors itself; keep the loop alive
                 pass
+            finally:
+                fn = None   # an idle worker must not keep the last job's runner (and its widget) alive
 
     @property
     def thread(self) -> threading.Thread | None:
+        """The current worker thread (None before the first job and after an idle exit)."""
         return self._thread
 
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
@@ -328,6 +357,10 @@ class JobRunner:
         self._closed = False
         self.last_job: Job | None = None
         self.last_traceback: str | None = None
+        _LIVE.add(self)
+        # stop the worker when the runner (e.g. an explorer never closed) is garbage-collected
+        self._finalizer = weakref.finalize(self, _shutdown_executor, self.executor, False, None)
+        self._finalizer.atexit = False      # interpreter exit: _stop_all_at_exit cancels and joins instead
 
     @property
     def generation(self) -> int:
@@ -354,10 +387,12 @@ class JobRunner:
     def submit(self, kind: str, fn: Callable[[JobContext], str | None], label: str = "",
                initial: Callable[[int], dict] | None = None, **traits: Any) -> Job:
         """Queue ``fn`` as the new job (superseding any other); publish its running status,
-        ``traits`` (e.g. the selection) and ``initial(job_id)`` (more traits) before it starts."""
+        ``traits`` (e.g. the selection) and ``initial(job_id)`` (more traits) before it starts.
+
+        On a closed runner nothing runs: the returned job has already ended ``cancelled``."""
         with self._lock:
             if self._closed:
-                raise RuntimeError("this explorer is closed")
+                return self._closed_job(kind, label)
             job = Job(self._next_generation_locked(), kind, label or kind, fn)
             self._pending = job
             self._idle.clear()
@@ -365,7 +400,22 @@ class JobRunner:
         if initial is not None:
             traits.update(initial(job.id))
         self._announce(job, traits)
-        self.executor.submit(self._drain)
+        if self.executor.submit(self._drain) is False:     # shut down between the check and now
+            with self._lock:
+                if self._pending is job:
+                    self._pending = None
+                    if self._current is None and not self._draining:
+                        self._idle.set()
+            job.cancel("shutdown")
+            job.state, job.message = "cancelled", CLOSED_MESSAGE
+            job.finished.set()
+        return job
+
+    def _closed_job(self, kind: str, label: str) -> Job:
+        job = Job(self._gen, kind, label or kind, lambda ctx: None, stop_reason="shutdown", state="cancelled",
+                  message=CLOSED_MESSAGE)
+        job.stop.set()
+        job.finished.set()
         return job
 
     def reject(self, kind: str, message: str, **traits: Any) -> int:
@@ -395,20 +445,24 @@ class JobRunner:
         return ok
 
     def shutdown(self, wait: bool = False, timeout: float | None = 5.0) -> None:
+        """Cancel the running and queued jobs and stop the worker; ``wait``: up to ``timeout`` s
+        for the running job to notice (it stops within one batched product) and the worker to end."""
         with self._lock:
             self._closed = True
             for j in (self._pending, self._current):
                 if j is not None:
                     j.cancel("shutdown")
-            self._pending = None
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                pending.state, pending.message = "cancelled", CLOSED_MESSAGE
+                pending.finished.set()
+            if self._current is None and not self._draining:
+                self._idle.set()
+        t0 = time.monotonic()
         if wait:
             self._idle.wait(timeout)
-        shut = getattr(self.executor, "shutdown", None)
-        if shut is not None:
-            try:
-                shut(wait=False)
-            except TypeError:
-                shut()
+        _shutdown_executor(self.executor, wait,
+                           None if timeout is None else max(0.0, timeout - (time.monotonic() - t0)))
 
     # -- worker side --
     def _drain(self) -> None:
@@ -427,6 +481,19 @@ class JobRunner:
                 self._current = job
             try:
                 self._run(job)
+            except BaseException:
+                # an interrupt (KeyboardInterrupt, SystemExit) re-raised by _run after the job got its
+                # status: what was queued behind it is dropped, and the runner stays usable
+                with self._lock:
+                    dropped, self._pending = self._pending, None
+                    self._current = None
+                    self._draining = False
+                    self._idle.set()
+                if dropped is not None:
+                    dropped.cancel("interrupted")
+                    dropped.state, dropped.message = "cancelled", "interrupted before it started"
+                    dropped.finished.set()
+                raise
             finally:
                 with self._lock:
                     self._current = None
@@ -434,6 +501,7 @@ class JobRunner:
     def _run(self, job: Job) -> None:
         self.publisher.begin(job.id)    # idempotent; makes sure the job's generation is current before it runs
         ctx = JobContext(job, self)
+        interrupt: BaseException | None = None
         job.started = time.perf_counter()
         job.state = "running"
         try:
@@ -451,11 +519,22 @@ class JobRunner:
         except Exception as exc:  # noqa: BLE001 - reported in the page, kept for inspection
             state, message = "error", summarize_exception(exc)
             self.last_traceback = traceback.format_exc()
+        except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt: end the job, re-raise below
+            interrupt = exc
+            self.last_traceback = traceback.format_exc()
+            if isinstance(exc, KeyboardInterrupt):
+                state, message = "cancelled", "Interrupted (KeyboardInterrupt)" + (
+                    f" after {ctx.summary}" if ctx.summary else "")
+            else:
+                state, message = "error", f"the job stopped with {type(exc).__name__}" + (
+                    f" ({_one_line(exc)})" if str(exc) else "")
         job.state, job.message = state, message
         job.ended = time.perf_counter()
         # dropped by the publisher when the job was superseded (a newer generation owns the status)
         self.publisher.update(job.id, final=True, **{self.status_trait: ctx.status(state, message)})
         job.finished.set()
+        if interrupt is not None:
+            raise interrupt
         if state == "done" and job.follow is not None:
             self._chain(job)
 
@@ -479,3 +558,46 @@ class JobRunner:
             self.last_job = nxt
         self._announce(nxt, initial(nxt.id) if initial is not None else {})
         return nxt
+
+
+# ---- shutdown at exit / garbage collection ------------------------------------------------------
+_LIVE: "weakref.WeakSet[JobRunner]" = weakref.WeakSet()
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _shutdown_executor(executor, wait: bool, timeout: float | None) -> None:
+    """Stop an executor (anything with ``shutdown``), joining its worker for ``timeout`` s if ``wait``."""
+    shut = getattr(executor, "shutdown", None)
+    if shut is None:
+        return
+    try:
+        shut(wait=wait, timeout=timeout)
+    except TypeError:           # an executor whose shutdown takes fewer arguments
+        try:
+            shut(wait=wait)
+        except TypeError:
+            shut()
+
+
+def _stop_all_at_exit() -> None:
+    """atexit: cancel every live runner's jobs and join its worker, so no job's torch work is
+    torn down mid-operation by interpreter finalisation (the C++ runtime would abort: exit 134)."""
+    runners = list(_LIVE)
+    for r in runners:
+        try:
+            r.shutdown(wait=False)
+        except Exception:  # noqa: BLE001, S110 - best effort at exit
+            pass
+    deadline = time.monotonic() + EXIT_TIMEOUT
+    for r in runners:
+        try:
+            r.shutdown(wait=True, timeout=max(0.0, deadline - time.monotonic()))
+        except Exception:  # noqa: BLE001, S110 - best effort at exit
+            pass
+
+
+atexit.register(_stop_all_at_exit)

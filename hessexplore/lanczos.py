@@ -26,7 +26,7 @@ in floating point add O(ε·‖A‖) for rounding.  It says that *an* eigenvalue
 Lanczos from a single vector sees one copy of each distinct eigenvalue (in exact arithmetic), so it
 can neither certify that none was missed nor resolve multiplicities (see ``restart``).
 
-Breakdown: if β_{j+1} ≤ breakdown_tol · ‖T_j‖_G (‖·‖_G the Gershgorin bound max_i Σ_l |T_il| ≥ ‖T‖₂),
+Breakdown: if β_{j+1} ≤ breakdown_tol · ‖T_j‖_G (default max(10√n·ε, 0.01√ε)) (‖·‖_G the Gershgorin bound max_i Σ_l |T_il| ≥ ‖T‖₂),
 K_{j+1} is an invariant subspace of A (to that tolerance) and the Ritz values are eigenvalues of A.
 The single-vector form then stops (or, with ``restart=True``, continues from a fresh random vector
 orthogonal to the basis, leaving a zero in T's off-diagonal: the dropped coupling, at most
@@ -56,8 +56,14 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 
 def _default_breakdown_tol(dtype: torch.dtype, n: int) -> float:
-    """Relative β threshold for breakdown: 10·√n·ε (ε of ``dtype``); rounding noise is ~√n·ε·‖A‖."""
-    return 10.0 * math.sqrt(n) * torch.finfo(dtype).eps
+    """Relative β threshold for breakdown: max(10·√n·ε, 0.01·√ε) (ε of ``dtype``).
+
+    Rounding noise is ~√n·ε·‖A‖, but after an invariant subspace the computed β lands anywhere in
+    ~[0, 100·ε·‖A‖] depending on the CPU's rounding (AVX-512 or not): the √ε floor (1.5e-10 in
+    float64) puts every such β on the breakdown side, so the same restarts happen on every machine.
+    Dropping a coupling that small moves eigenvalues by at most that much (Weyl)."""
+    eps = torch.finfo(dtype).eps
+    return max(10.0 * math.sqrt(n) * eps, 0.01 * math.sqrt(eps))
 
 
 def tridiagonal(alpha: Tensor, beta: Tensor) -> Tensor:
@@ -277,7 +283,7 @@ def _track(alpha: Tensor, beta: Tensor, beta_last: Tensor, k_top: int, k_bottom:
     kt, kb = min(k_top, j), min(k_bottom, j)
     top, tb = theta[j - kt:].flip(0), bounds[j - kt:].flip(0)
     bot, bb = theta[:kb], bounds[:kb]
-    if tol is None:
+    if tol is None or tol <= 0:     # tol = 0: run to the step limit (exact zeros certify nothing)
         conv = theta.new_zeros(())
     else:
         conv = torch.cat([tb, bb]).max() <= tol * theta.abs().max()
@@ -293,12 +299,15 @@ def lanczos_iter(matvec: Matvec, n: int, k: int, *, v0: Optional[Tensor] = None,
 
     With ``track`` (every ``check_every`` steps and on the last one) the state carries the current
     Ritz extremes and their residual bounds as Python floats: one eigh of T_j (j × j) and one device
-    sync per tracked step.  Untracked steps sync once only for the breakdown test.  The generator
+    sync per tracked step.  ``converged`` (bounds ≤ ``tol``·max|θ|) is never set on a step that broke
+    down and restarts (an invariant subspace certifies its own eigenvalues, not that the extremes or
+    their multiplicities are complete), nor for ``tol`` ≤ 0 (run to k steps or the whole space).  Untracked steps sync once only for the breakdown test.  The generator
     ends after k = min(k, n) steps, or at a breakdown unless ``restart`` (then it continues from a
     random vector orthogonal to the basis, drawn from ``generator``).  Breaking out of the loop early
     is fine; ``state.result()`` gives the full :class:`LanczosResult`.
 
-    v0 (n,) or None (standard normal from ``generator``); breakdown_tol: relative, default 10√n·ε.
+    v0 (n,) or None (standard normal from ``generator``); breakdown_tol: relative, default
+    max(10√n·ε, 0.01√ε) (see ``_default_breakdown_tol``).
     """
     k = min(int(k), n)
     if k < 1:
@@ -320,6 +329,10 @@ def lanczos_iter(matvec: Matvec, n: int, k: int, *, v0: Optional[Tensor] = None,
                              _basis=rec.basis[0, :j] if return_basis else None)
         if info is not None:
             _fill_tracking(state, info, min(k_top, j), min(k_bottom, j))
+            # an invariant subspace was found and Lanczos goes on from a fresh vector: its Ritz values are
+            # exact eigenvalues, but copies of them (multiplicities) and the rest of the spectrum may lie
+            # outside it, so small bounds do not mean the requested extremes are found
+            state.converged = state.converged and not (broke and more)
         yield state
         if not more:
             return

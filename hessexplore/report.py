@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +32,13 @@ import numpy as np
 import torch
 
 from . import metrics
+from .errors import ReportFolderError
+from .fileio import atomic_write
 from .results import CouplingMap
 from .session import Session
 
-__all__ = ["Analysis", "analyze", "default_nodes", "to_json", "summary", "figures", "write", "FORMAT"]
+__all__ = ["Analysis", "analyze", "default_nodes", "to_json", "summary", "figures", "write", "check_folder",
+           "FORMAT", "REPORT_FILES"]
 
 FORMAT = "hessexplore.report/1"
 #: Φ needs the exact parameter-space map (Σ parameters Hessian-vector products); skipped above this
@@ -362,19 +366,84 @@ def figures(a: Analysis) -> dict:
     return figs
 
 
-def write(a: Analysis, folder, *, dpi: int = 110) -> list[Path]:
-    """Write report.json, summary.txt and the PNG figures into ``folder``; returns the paths."""
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    p = out / "report.json"
-    p.write_text(json.dumps(to_json(a), indent=1, allow_nan=False), encoding="utf-8")
-    paths.append(p)
-    p = out / "summary.txt"
-    p.write_text(summary(a) + "\n", encoding="utf-8")
-    paths.append(p)
+REPORT_FILES = ("report.json", "summary.txt", "coupling.png", "distance.png", "spectra.png")
+
+
+def _ours(folder: Path) -> bool:
+    """Whether ``folder/report.json`` is a report hessexplore wrote (then its siblings are ours too)."""
+    try:
+        with open(folder / "report.json", encoding="utf-8") as f:
+            head = json.load(f)
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(head, dict) and head.get("format") == FORMAT
+
+
+def check_folder(folder, *, force: bool = False) -> Path:
+    """Check, before any work, that a report can be written to ``folder``; returns it as a Path.
+
+    Refused with :class:`~hessexplore.errors.ReportFolderError`: a path that is a file, one that
+    cannot be created or written (no permission, a file where a parent folder should be), and a
+    folder holding report-named files (report.json, summary.txt, the PNGs) that hessexplore did not
+    write — unless ``force``.  A folder holding an earlier hessexplore report is fine (replaced).
+    """
+    try:
+        out = Path(folder)
+        if out.exists() and not out.is_dir():
+            raise ReportFolderError(f"the report folder {str(out)!r} is a file: choose a folder (--out DIR)")
+        if out.is_dir():
+            if not os.access(out, os.W_OK | os.X_OK):
+                raise ReportFolderError(f"cannot write into the report folder {str(out)!r} (no permission): "
+                                        "choose another with --out")
+            clash = [f for f in REPORT_FILES if (out / f).exists()]
+            if clash and not force and not _ours(out):
+                raise ReportFolderError(
+                    f"the report folder {str(out)!r} already holds {', '.join(clash)}, which hessexplore did not "
+                    "write: choose another folder with --out, or pass --force (report.write(..., force=True)) "
+                    "to overwrite them")
+            return out
+        parent = out.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ReportFolderError(f"cannot create the report folder {str(out)!r}: {str(parent)!r} is a file")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ReportFolderError(f"cannot create the report folder {str(out)!r}: no permission to write in "
+                                    f"{str(parent)!r}; choose another with --out")
+        return out
+    except (OSError, ValueError) as exc:      # a name with a NUL byte, too long a path, ...
+        if isinstance(exc, ReportFolderError):
+            raise
+        raise ReportFolderError(f"cannot use {str(folder)!r} as the report folder: "
+                                f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
+def write(a: Analysis, folder, *, dpi: int = 110, force: bool = False) -> list[Path]:
+    """Write report.json, summary.txt and the PNG figures into ``folder``; returns the paths.
+
+    The folder is checked first (:func:`check_folder`: files hessexplore did not write are kept
+    unless ``force``); every file is written atomically (a kill mid-write leaves the previous one).
+    """
+    out = check_folder(folder, force=force)
+    was_ours = out.is_dir() and _ours(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportFolderError(f"cannot create the report folder {str(out)!r}: {exc.strerror or exc}") from None
+    contents: dict[str, object] = {
+        "report.json": json.dumps(to_json(a), indent=1, allow_nan=False),
+        "summary.txt": summary(a) + "\n",
+    }
     for fname, fig in figures(a).items():
-        p = out / fname
-        fig.savefig(p, dpi=dpi)
-        paths.append(p)
+        contents[fname] = (lambda f, fig=fig: fig.savefig(f, format="png", dpi=dpi))
+    paths = []
+    for fname, data in contents.items():
+        try:
+            paths.append(atomic_write(out / fname, data))
+        except OSError as exc:
+            raise ReportFolderError(f"writing {str(out / fname)!r} failed: {exc.strerror or exc}; the previous "
+                                    "file, if any, is unchanged") from None
+    for fname in REPORT_FILES:              # an earlier report's figure this run did not draw
+        if was_ours and fname not in contents and (out / fname).exists():
+            (out / fname).unlink()
     return paths

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from . import metrics
+from . import checks, metrics
 from .errors import BlockTooLargeError, HessExploreError, LossError, ModelStateError
 from .estimators import EstimateSnapshot, stream_block
 from .capture import capture as _capture
@@ -97,6 +97,9 @@ class Session:
     check_loss : verify that loss_fn is a per-sample mean (needs loss_fn to accept single samples).
     """
 
+    #: cap in bytes on an exact result (full + GN parts); None: half the memory available on the device
+    max_exact_bytes: int | None = None
+
     def __init__(self, model: nn.Module, loss_fn: Callable, batch, dtype: torch.dtype | None = None, *,
                  output=None, capture: str = "auto", leaf_modules: Sequence[str] = (), trace: bool = True,
                  max_exact_dim: int = 8192, memory_budget: int | None = None, check_loss: bool = True):
@@ -105,10 +108,16 @@ class Session:
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
             raise HessExploreError("batch must be a pair (x, y): inputs and targets for loss_fn(model(x), y)")
         _check_modes(model)
+        checks.check_model_device(model)
         _check_finite_params(model)
+        checks.check_buffers(model)
+        checks.check_batchnorm_stats(model)
+        dtype = checks.as_dtype(dtype)
         p0 = next(model.parameters(), None)
         if p0 is None:
             raise HessExploreError("the model has no parameters; there is no curvature to analyse")
+        if dtype is None:
+            checks.as_dtype(p0.dtype)    # a half-precision model: refused, with the dtype to pass
         self.device = p0.device
         if dtype is not None and dtype != p0.dtype:
             model = copy.deepcopy(model).to(dtype)
@@ -136,6 +145,7 @@ class Session:
                                        "are undefined: drop or impute those samples (e.g. x[torch.isfinite(x)"
                                        ".flatten(1).all(1)]) before creating the session")
         self.batch_size = int(first.shape[0])
+        checks.check_batch_size(self.batch_size)
         self.max_exact_dim = int(max_exact_dim)
         self.memory_budget = memory_budget
         self._check_output_and_loss(check_loss)
@@ -147,18 +157,31 @@ class Session:
 
     # -- validation --------------------------------------------------------------------------
     def _check_output_and_loss(self, check_loss: bool) -> None:
-        with torch.no_grad(), curvature_mode():
-            out = self.model(*self.inputs, **self.input_kwargs)
-        try:
-            z = select_output(out, self.output_selector)
-        except TracingError as exc:
-            raise HessExploreError(f"{exc}. For a model returning a tuple, dict or ModelOutput, pass "
-                                   "Session(..., output=...) naming the tensor the loss is applied to "
-                                   "(e.g. output='logits'); by default its first tensor is used") from exc
+        first = next(t for t in list(self.inputs) + list(self.input_kwargs.values()) if torch.is_tensor(t))
+
+        def selected(out):
+            try:
+                return select_output(out, self.output_selector)
+            except TracingError as exc:
+                raise HessExploreError(f"{exc}. For a model returning a tuple, dict or ModelOutput, pass "
+                                       "Session(..., output=...) naming the tensor the loss is applied to "
+                                       "(e.g. output='logits'); by default its first tensor is used") from exc
+
+        try:   # runs the forward twice: a random or buffer-mutating forward is refused (buffers restored)
+            with curvature_mode():
+                z = checks.check_forward(self.model,
+                                         lambda: selected(self.model(*self.inputs, **self.input_kwargs)))
+        except HessExploreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the batch does not fit the model: say so, one line
+            raise checks.input_width_error(self.model, first, exc) from exc
         if z.dim() == 0 or z.shape[0] != self.batch_size:
             raise HessExploreError(f"the model output has shape {tuple(z.shape)}; its first dimension must be "
                                    f"the batch ({self.batch_size})")
+        checks.check_target_shape(self.loss_fn, z, self.targets)
         red = getattr(self.loss_fn, "reduction", "mean")
+        if isinstance(self.loss_fn, nn.KLDivLoss) and red == checks.KLDIV_BATCHMEAN:
+            red = "mean"     # batchmean = (1/B) Σ_b Σ_k: the per-sample mean of the summed KL terms
         if red != "mean":
             raise LossError(f"loss_fn has reduction={red!r}; hessexplore needs the batch mean "
                             "L = (1/B) Σ_b ℓ_b. Use reduction='mean'.")
@@ -173,6 +196,7 @@ class Session:
                             "Use reduction='mean'.")
         if not bool(torch.isfinite(L)):
             raise LossError(f"the loss on this batch is {float(L)}; check the model, the data and the labels")
+        checks.check_loss_depends_on_output(self.loss_fn, z, self.targets)
         if check_loss and self.batch_size > 1:
             self._check_mean_reduction(z, float(L))
 
@@ -199,6 +223,7 @@ class Session:
 
     def _check_finite(self) -> None:
         _check_finite_params(self.model)
+        checks.check_buffers(self.model)
 
     # -- names ---------------------------------------------------------------------------------
     @property
@@ -328,7 +353,11 @@ class Session:
                 budget = 1 << 30
         return int(max(1, min(d_w, budget // max(per_col, 1))))
 
-    def _check_exact(self, name: str, space: str, other: str) -> int:
+    def _check_exact(self, name: str, space: str, other: str, outs: Sequence[str] | None = None,
+                     columns: int | None = None) -> int:
+        """Refuse an exact sweep of ``name``'s columns (``columns`` of them if given) with rows for
+        every atom of ``outs`` (default ``other`` and ``name``) before anything is allocated: over
+        ``max_exact_dim`` products, or an output (full + GN) over the memory budget."""
         d = self.dim(name, space)
         if d > self.max_exact_dim:
             raise BlockTooLargeError(
@@ -336,6 +365,14 @@ class Session:
                 f"{space} space), over the limit max_exact_dim={self.max_exact_dim:,}. Use "
                 f"s.estimate({other!r}, {name!r}, space={space!r}) for streaming estimates with error bars, "
                 "or raise the limit with Session(..., max_exact_dim=...).")
+        atoms = list(dict.fromkeys(a for o in list(outs or [other]) + [name] for a in self._atoms(o, space)))
+        rows = sum(self._graph().resolve(a).numel if space == "activation" else self.param_groups.params[a].numel()
+                   for a in atoms)
+        checks.check_exact_memory(
+            columns or d, rows, self.dtype, self.device, self.max_exact_bytes,
+            f"the exact {space}-space result for the columns of {name!r}",
+            f"Use s.estimate({other!r}, {name!r}, space={space!r}) (O(P) memory per probe), map fewer or smaller "
+            "nodes, or raise the cap with s.max_exact_bytes = <bytes>.")
         return d
 
     def _sweep_many(self, ws: Sequence[str], outs: Sequence[str], space: str, should_stop=None, progress=None
@@ -475,6 +512,7 @@ class Session:
         return last
 
     def _map_names(self, nodes, space: str) -> list[str]:
+        nodes = checks.nonempty_names(nodes, "nodes")
         if nodes is None:
             nodes = self.nodes if space == "activation" else self.groups
         names = list(dict.fromkeys(nodes))
@@ -521,6 +559,7 @@ class Session:
                     f"space), over the limit max_exact_dim={self.max_exact_dim:,}. Use "
                     "s.coupling_map(..., method='estimate') (or method='auto') for estimates with error bars, "
                     "or raise the limit with Session(..., max_exact_dim=...).")
+            self._check_exact(n, space, n, names)
         k = len(names)
         z = lambda: torch.zeros(k, k, dtype=torch.float64)  # noqa: E731
         R, G, T, D = z(), z(), z(), z()
@@ -542,6 +581,8 @@ class Session:
             else:
                 packs.append([j])
                 cols_in_pack = dims[j]
+        for pack in packs:       # every sweep's output is checked before the first one starts
+            self._check_exact(names[pack[0]], space, names[pack[0]], names, sum(dims[j] for j in pack))
         total = sum(sum(dims[j] for j in pack) for pack in packs)
         swept = 0
         partial = {key: z() for key in ("R", "norm_gn", "norm_tensor")}
@@ -603,7 +644,7 @@ class Session:
         :class:`~hessexplore.maps.PhiResult`: a float with ``.stderr``, ``.method``, ``.probes``.
         """
         from .maps import PhiResult, iter_estimate, phi_from_samples
-        groups = list(groups) if groups is not None else self.groups
+        groups = checks.nonempty_names(groups, "groups") or self.groups
         self.param_groups.check_disjoint(groups)
         if len(groups) == 1:
             return PhiResult(0.0, "exact")
@@ -633,8 +674,9 @@ class Session:
         ``batch_size`` probes; see :func:`~hessexplore.estimators.stream_block`.
         Costs O(P) per probe whatever the block size.
         """
-        if probes < 1:
-            raise HessExploreError("probes must be at least 1")
+        probes = checks.positive_int(probes, "probes", hint="the number of random probes, e.g. probes=200")
+        batch_size = checks.positive_int(batch_size, "batch_size", hint="probes per batched product, e.g. 8")
+        seed, rel_ci = checks.as_seed(seed), checks.rel_ci(rel_ci)
         v_atoms, w_atoms = self._atoms(v, space), self._atoms(w, space)
         self._check_finite()
         op = self.operator(list(dict.fromkeys(v_atoms + w_atoms)), space, mode="double-backward")

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from .errors import BlockTooLargeError, HessExploreError, JobCancelled
+from . import checks
 from .lanczos import SLQResult, gaussian_density, lanczos_iter, slq_iter
 from .spectral_stats import density_histogram, spectrum_stats, stats_from_density
 
@@ -356,6 +357,18 @@ def iter_spectrum(matvec: Matvec, n: int, *, method: str = "auto", group: str = 
     """
     if part not in PARTS:
         raise HessExploreError(f"part must be one of {PARTS}, got {part!r}")
+    dtype = checks.as_dtype(dtype)
+    seed = checks.as_seed(seed)
+    k = checks.positive_int(k, "k", hint="how many top and bottom eigenvalues, e.g. k=5")
+    num_probes = checks.positive_int(num_probes, "num_probes", hint="SLQ probes, e.g. 16")
+    num_iter = checks.positive_int(num_iter, "num_iter", hint="Lanczos steps per SLQ probe, e.g. 64")
+    check_every = checks.positive_int(check_every, "check_every")
+    if probe_batch is not None:
+        probe_batch = checks.positive_int(probe_batch, "probe_batch")
+    if max_iter is not None:
+        max_iter = checks.positive_int(max_iter, "max_iter")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+        raise checks.ArgumentError(f"tol must be a number >= 0 (relative residual bound, e.g. 1e-6), got {tol!r}")
     if n < 1:
         raise HessExploreError("the group has no parameters")
     chosen, why = _choose(method, n, dense_max)

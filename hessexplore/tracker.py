@@ -34,6 +34,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
@@ -42,8 +43,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import metrics
-from .errors import HessExploreError
+from . import metrics, runfile
+from .errors import HessExploreError, MemoryBudgetError
+from .fileio import atomic_write
 from .session import Session
 
 __all__ = ["Tracker", "Run", "load_run", "spearman", "partial_spearman", "partial_correlation", "rankdata",
@@ -111,6 +113,7 @@ class Run:
     space: str = "parameter"
     pairs: list = field(default_factory=list)
     records: list = field(default_factory=list)
+    model: Optional[dict] = None     # fingerprint of the model it was recorded on (runfile.fingerprint)
 
     # -- access ---------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -183,38 +186,53 @@ class Run:
 
     # -- files ----------------------------------------------------------------------------------
     def to_json(self) -> dict:
-        return _clean({"format": FORMAT, "name": self.name, "config": self.config, "groups": self.groups,
-                       "parts": self.parts, "space": self.space, "pairs": [list(p) for p in self.pairs],
-                       "records": self.records})
+        d = {"format": FORMAT, "name": self.name, "config": self.config, "groups": self.groups,
+             "parts": self.parts, "space": self.space, "pairs": [list(p) for p in self.pairs],
+             "records": self.records}
+        if self.model is not None:
+            d["model"] = self.model
+        return _clean(d)
 
     @classmethod
-    def from_json(cls, d: dict) -> "Run":
-        if d.get("format") != FORMAT:
-            raise HessExploreError(f"not a hessexplore tracker file (format {d.get('format')!r}, expected "
-                                   f"{FORMAT!r})")
+    def from_json(cls, d: dict, source: str = "run") -> "Run":
+        """A run from its JSON dict; :class:`~hessexplore.errors.RunFileError` if it breaks the schema."""
+        runfile.validate(d, source)
         return cls(name=d.get("name", "run"), config=d.get("config", {}), groups=d.get("groups", []),
                    parts=d.get("parts", []), space=d.get("space", "parameter"),
-                   pairs=[tuple(p) for p in d.get("pairs", [])], records=d.get("records", []))
+                   pairs=[tuple(p) for p in d.get("pairs", [])], records=d.get("records", []),
+                   model=d.get("model"))
 
     def save(self, path: str) -> str:
-        """Write the run as JSON (gzip-compressed when ``path`` ends in .gz); returns ``path``."""
+        """Write the run as JSON (gzip-compressed when ``path`` ends in .gz); returns ``path``.
+
+        Atomic: a kill or error mid-save leaves the previous file at ``path`` intact."""
         text = json.dumps(self.to_json(), allow_nan=False, separators=(",", ":"))
-        opener = gzip.open if str(path).endswith(".gz") else open
-        with opener(path, "wt", encoding="utf-8") as f:
-            f.write(text)
+        if str(path).endswith(".gz"):
+            atomic_write(path, gzip.compress(text.encode("utf-8"), mtime=0))
+        else:
+            atomic_write(path, text)
         return path
 
     @classmethod
-    def load(cls, path: str) -> "Run":
-        """Read a run written by :meth:`save` (or :meth:`Tracker.save`)."""
-        opener = gzip.open if str(path).endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            return cls.from_json(json.load(f))
+    def load(cls, path: str, model: Optional[nn.Module] = None) -> "Run":
+        """Read a run written by :meth:`save` (or :meth:`Tracker.save`).
+
+        A missing, damaged or edited file raises one :class:`~hessexplore.errors.RunFileError`
+        saying where; with ``model``, so does a run recorded on a differently shaped model."""
+        run = cls.from_json(runfile.read(path), os.fspath(path))
+        if model is not None:
+            run.check_model(model, os.fspath(path))
+        return run
+
+    def check_model(self, model: nn.Module, source: str = "this run") -> None:
+        """Raise :class:`~hessexplore.errors.RunFileError` unless the run was recorded on a model with
+        the same parameter names and shapes as ``model`` (older files: its groups are modules of it)."""
+        runfile.check_model(self.model, self.groups, model, source)
 
 
-def load_run(path: str) -> Run:
+def load_run(path: str, model: Optional[nn.Module] = None) -> Run:
     """:meth:`Run.load`."""
-    return Run.load(path)
+    return Run.load(path, model)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,7 +305,8 @@ class Tracker:
         self._groups = list(groups) if groups is not None else None
         self._checked = False
         self.run = Run(name=name, config=dict(config or {}), groups=list(self._groups or []),
-                       parts=list(self.parts), space=space, pairs=list(self.pairs))
+                       parts=list(self.parts), space=space, pairs=list(self.pairs),
+                       model=runfile.fingerprint(model) if isinstance(model, nn.Module) else None)
         self.session: Optional[Session] = None   # the last checkpoint's session
 
     # -- the hook --------------------------------------------------------------------------------
@@ -320,8 +339,8 @@ class Tracker:
         return self.run.save(path)
 
     @staticmethod
-    def load(path: str) -> Run:
-        return Run.load(path)
+    def load(path: str, model: Optional[nn.Module] = None) -> Run:
+        return Run.load(path, model)
 
     # -- one checkpoint ---------------------------------------------------------------------------
     def record(self, step: int, *, train_loss=None, test_batch=None, **extra) -> dict:
@@ -404,7 +423,10 @@ class Tracker:
             return {"names": groups, "space": space, "skipped": (
                 f"the groups hold {sum(dims):,} {'parameters' if space == 'parameter' else 'activations'}, over "
                 f"max_coupling_dim={self.max_coupling_dim:,}: the exact map was skipped; track pairs instead")}
-        cm = s.coupling_map(groups, space=space)
+        try:
+            cm = s.coupling_map(groups, space=space)
+        except MemoryBudgetError as exc:    # refused up front: record why, keep the training loop going
+            return {"names": groups, "space": space, "skipped": str(exc)}
         out = {"names": groups, "space": space, "R": cm.R, "C": cm.C, "gap": cm.gap, "norm_gn": cm.norm_gn,
                "norm_tensor": cm.norm_tensor, "distance": cm.distance}
         phi = None

@@ -514,3 +514,127 @@ def test_demo_no_browser_serves_the_quickstart_and_stops_on_ctrl_c(tmp_path):
     assert code == 0, out
     assert "stopping JupyterLab" in out and "JupyterLab stopped." in out and "Traceback" not in out
     assert port_closed(url)
+
+
+# ---------------------------------------------------------------------------------------------
+# nothing lost: the report folder is checked first, never clobbered, written atomically
+# ---------------------------------------------------------------------------------------------
+FAST = ["relu-mlp", "--no-spectra", "--no-phi", "-q"]
+
+
+def _no_analysis(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("the analysis ran before the destination was checked")
+    monkeypatch.setattr(report, "analyze", refuse)
+
+
+def test_analyze_out_keeps_files_it_did_not_write(tmp_path, capsys, monkeypatch):
+    mine = tmp_path / "summary.txt"
+    mine.write_text("my own notes")
+    with monkeypatch.context() as m:
+        _no_analysis(m)
+        code, _, err = main_code(["analyze", *FAST, "--out", str(tmp_path)], capsys)
+    assert code == 2 and "did not write" in err and "--force" in err and "summary.txt" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert mine.read_text() == "my own notes" and not (tmp_path / "report.json").exists()
+    # its own earlier report is replaced without --force; --force overwrites the user's file
+    code, _, err = main_code(["analyze", *FAST, "--out", str(tmp_path), "--force"], capsys)
+    assert code == 0, err
+    assert mine.read_text() != "my own notes"
+    code, _, err = main_code(["analyze", *FAST, "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coupling.png", "distance.png", "report.json",
+                                                           "summary.txt"]
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file"])
+def test_analyze_bad_out_path_fails_before_the_analysis(tmp_path, capsys, monkeypatch, where):
+    f = tmp_path / "taken"
+    f.write_text("x")
+    out = f if where == "a file" else f / "sub" / "report"
+    _no_analysis(monkeypatch)
+    code, _, err = main_code(["analyze", *FAST, "--out", str(out)], capsys)
+    assert code == 2 and "report folder" in err and "is a file" in err and err.count("\n") == 1
+    assert f.read_text() == "x"
+
+
+def test_a_failed_report_write_keeps_the_previous_report(tmp_path):
+    """A write that dies half-way (here: the file-size limit) leaves the previous report intact."""
+    out = tmp_path / "rep"
+    assert run_cli("analyze", *FAST, "--out", str(out)).returncode == 0
+    before = {f: (out / f).read_bytes() for f in ("report.json", "summary.txt")}
+    script = tmp_path / "limited.py"
+    script.write_text(
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (600, resource.RLIM_INFINITY))\n"
+        "from hessexplore.cli import main\n"
+        f"sys.exit(main(['analyze', 'relu-mlp', '--no-spectra', '--no-phi', '-q', '--seed', '1', '--out', {str(out)!r}]))\n")
+    r = subprocess.run([sys.executable, str(script)], env=_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "failed" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert {f: (out / f).read_bytes() for f in before} == before
+    assert sorted(p.name for p in out.iterdir()) == ["coupling.png", "distance.png", "report.json", "summary.txt"]
+
+
+def test_a_factory_file_named_like_a_stdlib_module_does_not_shadow_it(tmp_path, capsys):
+    import json as real_json
+    f = tmp_path / "json.py"
+    f.write_text("import torch\nfrom torch import nn\n"
+                 "def make():\n"
+                 "    torch.manual_seed(0)\n"
+                 "    m = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))\n"
+                 "    return m, nn.CrossEntropyLoss(), (torch.randn(8, 3), torch.randint(0, 2, (8,)))\n")
+    code, out, err = main_code(["analyze", f"{f}:make", "--no-report", "--no-spectra", "--no-phi", "-q"], capsys)
+    assert code == 0, err
+    assert sys.modules["json"] is real_json and json.dumps({"a": 1}) == '{"a": 1}'
+    assert str(tmp_path) not in sys.path[:1]
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex((host, port)) == 0
+
+
+@pytest.mark.slow
+def test_demo_on_a_specific_address_is_found_ready(tmp_path):
+    """--ip 127.0.0.2: the readiness check polls that address (not 127.0.0.1: a false timeout)."""
+    pytest.importorskip("jupyterlab", reason="hessexplore demo needs jupyterlab (pip install -e '.[test]')")
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.2", 0))
+        except OSError:
+            pytest.skip("127.0.0.2 is not a local address here")
+    port = _free_port()
+    env = _env(**jupyter_env(tmp_path / "jupyter"))
+    proc, url, _ = start_demo([sys.executable, "-m", "hessexplore", "demo", "--no-browser", "--port", str(port),
+                               "--ip", "127.0.0.2", "--timeout", "90", "--dir", str(tmp_path / "nb")], tmp_path, env)
+    try:
+        assert url.startswith(f"http://127.0.0.2:{port}/")
+        check_demo_server(url)
+    finally:
+        code, out = stop_demo(proc)
+    assert code == 0 and "JupyterLab stopped." in out, out
+    assert not _port_open("127.0.0.2", port)
+
+
+@pytest.mark.slow
+def test_jupyterlab_dies_with_a_killed_demo(tmp_path):
+    """SIGKILL leaves the demo no chance to clean up: the server must still go (no old token left running)."""
+    pytest.importorskip("jupyterlab", reason="hessexplore demo needs jupyterlab (pip install -e '.[test]')")
+    port = _free_port()
+    env = _env(**jupyter_env(tmp_path / "jupyter"))
+    proc, url, _ = start_demo([sys.executable, "-m", "hessexplore", "demo", "--no-browser", "--port", str(port),
+                               "--dir", str(tmp_path / "nb")], tmp_path, env)
+    try:
+        check_demo_server(url)
+        proc.kill()                       # the demo only, not its process group
+        proc.wait(10)
+        deadline = time.monotonic() + 30
+        while _port_open("127.0.0.1", port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _port_open("127.0.0.1", port), "JupyterLab kept running after its demo was killed"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.stdout.close()

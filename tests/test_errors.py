@@ -372,3 +372,371 @@ def test_a_too_large_block_leaves_the_session_usable():
     raises(hx.BlockTooLargeError, lambda: s.block("x", "x"), "max_exact_dim")
     b = s.block("blocks.0.0", "blocks.1.0")
     assert b.shape == (6, 6) and b.resonance > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# run files: every damaged or edited file gives one RunFileError naming the file and the place
+# ---------------------------------------------------------------------------------------------
+import copy as _copy      # noqa: E402
+import gzip as _gzip      # noqa: E402
+import json as _json      # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run_json():
+    model = mlp()
+    x, y = batch(16)
+    tracker = hx.Tracker(model, CE, (x, y), every=1, parts=("full",), pairs=[("blocks.0.0", "head")])
+    tracker.step(0)
+    return tracker.run.to_json()
+
+
+def _edit(fn):
+    def make(d):
+        d = _copy.deepcopy(d)
+        fn(d)
+        return d
+    return make
+
+
+def _set(path, value):
+    def fn(d):
+        *head, last = path
+        for k in head:
+            d = d[k]
+        d[last] = value
+    return _edit(fn)
+
+
+def _drop(path):
+    def fn(d):
+        *head, last = path
+        for k in head:
+            d = d[k]
+        del d[last]
+    return _edit(fn)
+
+
+G0 = "blocks.0.0"
+BAD_RUN_JSON = {   # name -> (edit of a good run's dict, words the message must contain)
+    "not an object": (lambda d: [d], "not a hessexplore tracker file"),
+    "other format": (_set(["format"], "hessexplore.report/1"), "not a hessexplore tracker file"),
+    "no format": (_drop(["format"]), "not a hessexplore tracker file"),
+    "records not a list": (_set(["records"], {"0": {}}), "records"),
+    "record not an object": (_set(["records", 0], 3), "records[0]"),
+    "record without step": (_drop(["records", 0, "step"]), "records[0]", "step"),
+    "step a string": (_set(["records", 0, "step"], "0"), "records[0].step", "integer"),
+    "step a float": (_set(["records", 0, "step"], 1.5), "records[0].step"),
+    "step a bool": (_set(["records", 0, "step"], True), "records[0].step"),
+    "loss a string": (_set(["records", 0, "eval_loss"], "low"), "records[0].eval_loss"),
+    "groups not names": (_set(["groups"], [1, 2]), "groups"),
+    "unknown part": (_set(["parts"], ["hessian"]), "parts"),
+    "bad space": (_set(["space"], "weights"), "space"),
+    "pair of three": (_set(["pairs"], [["a", "b", "c"]]), "pairs"),
+    "name not a string": (_set(["name"], 5), "name"),
+    "config a list": (_set(["config"], []), "config"),
+    "layers a list": (_set(["records", 0, "layers"], []), "records[0].layers"),
+    "stat a string": (_set(["records", 0, "layers", G0, "full", "stats", "trace"], "big"),
+                      "records[0].layers.blocks.0.0.full.stats.trace"),
+    "eigenvalues edited": (_set(["records", 0, "layers", G0, "full", "eigenvalues"], ["x"]), "eigenvalues"),
+    "coupling matrix ragged": (_set(["records", 0, "coupling", "R"], [[1.0]]), "records[0].coupling.R"),
+    "coupling names missing": (_drop(["records", 0, "coupling", "names"]), "coupling.names"),
+    "pair value edited": (_set(["records", 0, "pairs", f"{G0}|head", "R"], "1"), "pairs"),
+    "model fingerprint edited": (_set(["model"], {"parameters": "all"}), "model"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RUN_JSON))
+def test_edited_run_files_give_one_clear_error(run_json, tmp_path, case):
+    edit, *words = BAD_RUN_JSON[case]
+    path = tmp_path / "run.json"
+    path.write_text(_json.dumps(edit(run_json)))
+    msg = raises(hx.RunFileError, lambda: hx.Run.load(str(path)), *words)
+    assert str(path) in msg or "tracker file" in msg
+
+
+BAD_RUN_BYTES = {   # file content -> words
+    "empty": (b"", "empty"),
+    "truncated": (None, "not valid JSON", "truncated"),
+    "not utf-8": (b"\xff\xfe\x00{", "UTF-8"),
+    "deeply nested": (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    "huge integer": (b'{"format": ' + b"9" * 5000 + b"}", "JSON"),
+    "gzip without .gz": ("gz", "rename"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RUN_BYTES))
+def test_damaged_run_files_give_one_clear_error(run_json, tmp_path, case):
+    content, *words = BAD_RUN_BYTES[case]
+    good = _json.dumps(run_json).encode()
+    if content is None:
+        content = good[: len(good) // 2]
+    elif content == "gz":
+        content = _gzip.compress(good)
+    path = tmp_path / "run.json"
+    path.write_bytes(content)
+    raises(hx.RunFileError, lambda: hx.Run.load(str(path)), *words)
+
+
+def test_missing_folder_and_truncated_gzip_run_files(run_json, tmp_path):
+    raises(hx.RunFileError, lambda: hx.Run.load(str(tmp_path / "nope.json")), "no run file")
+    raises(hx.RunFileError, lambda: hx.Run.load(str(tmp_path)), "folder")
+    data_gz = _gzip.compress(_json.dumps(run_json).encode())
+    (tmp_path / "cut.json.gz").write_bytes(data_gz[: len(data_gz) // 2])
+    raises(hx.RunFileError, lambda: hx.Run.load(str(tmp_path / "cut.json.gz")), "gzip", "truncated")
+    (tmp_path / "plain.json.gz").write_text(_json.dumps(run_json))
+    raises(hx.RunFileError, lambda: hx.Run.load(str(tmp_path / "plain.json.gz")), "gzip")
+
+
+def test_a_run_from_another_model_is_refused(run_json, tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(_json.dumps(run_json))
+    assert hx.Run.load(str(path), model=mlp()).records                # the same architecture: fine
+    torch.manual_seed(0)
+    wider = models.MLP(d_in=8, width=7, depth=2, d_out=3).eval()
+    raises(hx.RunFileError, lambda: hx.Run.load(str(path), model=wider), "different model", "shape")
+    other = nn.Sequential(nn.Linear(8, 3))
+    raises(hx.RunFileError, lambda: hx.Run.load(str(path), model=other), "different model")
+    old = dict(run_json)
+    old.pop("model")                                                  # files written before fingerprints
+    path.write_text(_json.dumps(old))
+    assert hx.Run.load(str(path), model=mlp()).model is None
+    raises(hx.RunFileError, lambda: hx.Run.load(str(path), model=other), "different model", "blocks.0.0")
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 9: silently meaningless numbers are refused
+# ---------------------------------------------------------------------------------------------
+class Detached(nn.Module):
+    def forward(self, z, y):
+        return (z.detach() ** 2).mean() + 0 * y.float().mean()
+
+
+class TimesZero(nn.Module):
+    def forward(self, z, y):
+        return (z * 0).sum() + 1.0
+
+
+@pytest.mark.parametrize("loss", [Detached(), TimesZero(), lambda z, y: torch.tensor(1.0)],
+                         ids=["detached", "times-zero", "constant"])
+def test_a_loss_that_does_not_depend_on_the_output(loss):
+    raises(hx.LossError, lambda: hx.Session(mlp(), loss, batch(), check_loss=False), "does not depend",
+           "model output")
+
+
+def test_a_loss_at_its_minimum_or_linear_is_fine():
+    x, _ = batch()
+    model = mlp()
+    with torch.no_grad():
+        z = model(x)
+    hx.Session(model, nn.MSELoss(), (x, z.clone()))                    # gradient 0, curvature not
+    hx.Session(model, lambda z, y: z.mean(), (x, z), check_loss=False)  # curvature 0, gradient not
+
+
+def test_mse_target_that_would_broadcast():
+    x, _ = batch()
+    msg = raises(hx.InputError, lambda: hx.Session(mlp(), nn.MSELoss(), (x, torch.randn(8, 1))),
+                 "(8, 1)", "(8, 3)", "broadcast")
+    assert "view_as" in msg
+
+
+def test_mse_with_long_targets():
+    x, y = batch()
+    raises(hx.InputError, lambda: hx.Session(mlp(), nn.MSELoss(), (x, y)), "floating-point", "y.float()")
+
+
+class BNNet(nn.Module):
+    def __init__(self, track=True):
+        super().__init__()
+        self.lin = nn.Linear(8, 6)
+        self.bn = nn.BatchNorm1d(6, track_running_stats=track)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.bn(self.lin(x))))
+
+
+def test_eval_batchnorm_without_running_stats():
+    raises(hx.ModelStateError, lambda: hx.Session(BNNet(track=False).eval(), CE, batch()),
+           "'bn'", "track_running_stats=False", "couples the samples")
+
+
+def test_nan_in_a_buffer_is_named():
+    m = BNNet().eval()
+    m.bn.running_var[2] = float("nan")
+    raises(hx.ModelStateError, lambda: hx.Session(m, CE, batch()), "bn.running_var", "NaN")
+    m = BNNet().eval()
+    s = hx.Session(m, CE, batch())
+    m.bn.running_mean[0] = float("inf")                                # after creation: caught per call
+    raises(hx.ModelStateError, lambda: s.block("lin", "head"), "bn.running_mean")
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 9: raw library exceptions become clear errors
+# ---------------------------------------------------------------------------------------------
+def test_wrong_input_width():
+    raises(hx.InputError, lambda: hx.Session(mlp(), CE, (torch.randn(8, 5), batch()[1])), "5 features", "8")
+
+
+def test_list_inputs_and_targets():
+    x, y = batch()
+    raises(hx.HessExploreError, lambda: hx.Session(mlp(), CE, (x.tolist(), y)), "tensor")
+    raises(hx.HessExploreError, lambda: hx.Session(mlp(), CE, (x, y.tolist())), "loss_fn", "tensor")
+
+
+class RandomForward(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.head = nn.Linear(8, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(F.dropout(torch.tanh(self.lin(x)), 0.5, training=True))
+
+
+def test_functional_dropout_in_train_mode_inside_forward():
+    raises(hx.ModelStateError, lambda: hx.Session(RandomForward().eval(), CE, batch()), "random",
+           "F.dropout(x, training=self.training)")
+
+
+class Counter(nn.Module):
+    def __init__(self, rebind=False):
+        super().__init__()
+        self.lin, self.head = nn.Linear(8, 6), nn.Linear(6, 3)
+        self.register_buffer("calls", torch.zeros(()))
+        self.rebind = rebind
+
+    def forward(self, x):
+        if self.rebind:
+            self.calls = self.calls + 1          # a new tensor bound to the buffer's name
+        else:
+            self.calls += 1                      # in place
+        return self.head(torch.tanh(self.lin(x)) * (1 + 0.01 * self.calls))
+
+
+@pytest.mark.parametrize("rebind", [False, True], ids=["in-place", "rebound"])
+def test_a_forward_that_mutates_buffers_is_refused_and_the_buffers_restored(rebind):
+    m = Counter(rebind).eval()
+    before = m.calls
+    raises(hx.ModelStateError, lambda: hx.Session(m, CE, batch()), "changes the buffer 'calls'", "restored")
+    assert m.calls is before and float(m.calls) == 0.0
+
+
+def test_a_deterministic_forward_leaves_buffers_untouched():
+    m = BNNet().eval()
+    ids = {n: (b.data_ptr(), b._version) for n, b in m.named_buffers()}
+    hx.Session(m, CE, batch())
+    assert {n: (b.data_ptr(), b._version) for n, b in m.named_buffers()} == ids
+
+
+def test_meta_device_model():
+    with torch.device("meta"):
+        m = nn.Sequential(nn.Linear(8, 3))
+    raises(hx.ModelStateError, lambda: hx.Session(m, CE, batch()), "meta", "to_empty")
+
+
+@pytest.mark.parametrize("how", ["dtype", "model"])
+def test_half_precision_is_refused_with_the_dtype_to_use(how):
+    x, y = batch()
+    make = (lambda: hx.Session(mlp(), CE, (x, y), dtype=torch.float16)) if how == "dtype" else \
+        (lambda: hx.Session(mlp().half(), CE, (x.half(), y)))
+    raises(hx.ArgumentError, make, "float16", "dtype=torch.float32")
+    raises(hx.ArgumentError, lambda: hx.Session(mlp(), CE, (x, y), dtype=torch.bfloat16), "bfloat16")
+    from hessexplore.spectra import iter_spectrum
+    raises(hx.ArgumentError, lambda: next(iter_spectrum(lambda V: V, 4, dtype=torch.float16)), "float16")
+
+
+def test_dtype_given_as_text():
+    s = hx.Session(mlp(), CE, batch(), dtype="float64")
+    assert s.dtype == torch.float64
+    raises(hx.ArgumentError, lambda: hx.Session(mlp(), CE, batch(), dtype="f64"), "torch.float64")
+    raises(hx.ArgumentError, lambda: hx.Session(mlp(), CE, batch(), dtype=torch.int64), "floating")
+    raises(hx.ArgumentError, lambda: hx.Session(mlp(), CE, batch(), dtype=64), "torch.dtype")
+
+
+def test_empty_batch():
+    x, y = batch()
+    raises(hx.InputError, lambda: hx.Session(mlp(), CE, (x[:0], y[:0])), "empty", "0 samples")
+
+
+@pytest.mark.parametrize("kw,words", [
+    ({"probes": 2.5}, ("probes", "whole number")), ({"probes": "10"}, ("probes", "str")),
+    ({"probes": -3}, ("probes", "at least 1")), ({"probes": True}, ("probes",)),
+    ({"batch_size": 0}, ("batch_size", "at least 1")), ({"batch_size": -1}, ("batch_size",)),
+    ({"batch_size": 1.5}, ("batch_size",)),
+    ({"seed": None}, ("seed", "seed=0")), ({"seed": "abc"}, ("seed",)), ({"seed": 2 ** 64}, ("seed", "2**63")),
+    ({"seed": -1}, ("seed",)), ({"seed": 1.0}, ("seed",)),
+    ({"rel_ci": -1}, ("rel_ci", "(0, 1)")), ({"rel_ci": 2.0}, ("rel_ci",)), ({"rel_ci": "5%"}, ("rel_ci",)),
+])
+def test_bad_estimate_argument_values(s, kw, words):
+    raises(hx.ArgumentError, lambda: s.estimate("blocks.0.0", "head", **{"probes": 4, **kw}), *words)
+
+
+def test_integral_float_probes_are_accepted(s):
+    snaps = list(s.estimate("blocks.0.0", "head", probes=8.0, batch_size=4.0))
+    assert snaps[-1].probes == 8
+
+
+def test_empty_name_lists(s):
+    raises(hx.ArgumentError, lambda: s.coupling_map([]), "empty", "None")
+    raises(hx.ArgumentError, lambda: s.phi([]), "empty", "None")
+    raises(hx.ArgumentError, lambda: s.coupling_map([1, 2]), "names")
+    cm = s.coupling_map("head")                       # one name given as a string is that node
+    assert cm.names == ["head"]
+
+
+@pytest.mark.parametrize("kw,words", [({"seed": "x"}, ("seed",)), ({"k": 0}, ("k",)), ({"k": 2.5}, ("k",)),
+                                      ({"num_probes": 0, "method": "slq"}, ("num_probes",)),
+                                      ({"tol": -1.0}, ("tol",))])
+def test_bad_spectrum_arguments(s, kw, words):
+    raises(hx.ArgumentError, lambda: s.spectrum("head", **kw), *words)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 9: exact results are refused up front when they would not fit in memory
+# ---------------------------------------------------------------------------------------------
+def test_exact_result_over_the_memory_cap_is_refused_before_any_work(monkeypatch):
+    from hessexplore.operators import CurvatureOperator
+
+    s = hx.Session(mlp(), CE, batch(), dtype=F64)
+    need = 2 * 3 * (6 + 3) * 8           # columns of head (3) x rows of blocks.0.0 and head (9) x 8 bytes, x2
+    s.max_exact_bytes = need - 1
+    called = []
+    monkeypatch.setattr(CurvatureOperator, "dense_columns", lambda *a, **k: called.append(1))
+    msg = raises(hx.MemoryBudgetError, lambda: s.block("blocks.0.0", "head"), f"{need} bytes",
+                 "s.estimate(", "max_exact_bytes")
+    assert "nothing was computed" in msg
+    raises(hx.BlockTooLargeError, lambda: s.coupling_map(), "max_exact_bytes")
+    raises(hx.MemoryBudgetError, lambda: s.phi(), "parameter")
+    assert called == []
+    monkeypatch.undo()
+    s.max_exact_bytes = need
+    assert s.block("blocks.0.0", "head").shape == (6, 3)
+
+
+def test_exact_result_budget_defaults_to_the_available_memory(monkeypatch):
+    from hessexplore import checks
+    s = hx.Session(mlp(), CE, batch(), dtype=F64)
+    monkeypatch.setattr(checks, "available_memory", lambda device: 500)
+    raises(hx.MemoryBudgetError, lambda: s.block("blocks.0.0", "head"), "memory available on cpu")
+    monkeypatch.undo()
+    assert checks.available_memory(torch.device("cpu")) > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 9: KLDivLoss(reduction="batchmean") is the per-sample mean: accepted, and its Hessian right
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
+def test_kldiv_batchmean_gives_the_per_sample_mean_hessian():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 6), nn.Tanh(), nn.Linear(6, 3), nn.LogSoftmax(dim=-1)).eval()
+    x, _ = batch(12)
+    t = torch.softmax(torch.randn(12, 3, dtype=F64), dim=-1)
+    s = hx.Session(model, nn.KLDivLoss(reduction="batchmean"), (x, t), dtype=F64)
+    H = s.block("2", "2").full                                   # logits (before LogSoftmax), 3 x 3
+    with torch.no_grad():
+        p = torch.softmax(s.model[2](s.model[1](s.model[0](x.to(F64)))), dim=-1)
+    oracle = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]).mean(0)    # (1/B) Σ_b diag p_b − p_b p_bᵀ
+    assert torch.allclose(H, oracle, rtol=1e-10, atol=1e-14)
+    # reduction="mean" divides by B·K: a Hessian K = 3 times smaller
+    s_mean = hx.Session(model, nn.KLDivLoss(reduction="mean"), (x, t), dtype=F64)
+    assert torch.allclose(s_mean.block("2", "2").full * 3, oracle, rtol=1e-10, atol=1e-14)

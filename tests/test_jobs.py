@@ -346,3 +346,120 @@ def test_job_cancelled_exception_from_engine_counts_as_cancel():
         raise JobCancelled()
     assert runner.submit("map", fn).state == "cancelled"
     assert rec.state["status"]["message"] == "Cancelled"
+
+
+# ---- nothing wedged: BaseException, closed runners, exit, garbage collection --------------------
+import gc            # noqa: E402
+import os            # noqa: E402
+import subprocess    # noqa: E402
+import sys           # noqa: E402
+import textwrap      # noqa: E402
+import weakref       # noqa: E402
+
+import pytest        # noqa: E402
+
+
+@pytest.mark.parametrize("exc,state", [(SystemExit(3), "error"), (KeyboardInterrupt(), "cancelled")])
+def test_base_exception_in_a_sync_job_ends_it_and_leaves_the_runner_usable(exc, state):
+    rec, pub, runner = make()
+
+    def fn(ctx):
+        raise exc
+    with pytest.raises(type(exc)):          # Ctrl+C in a script still stops the script
+        runner.submit("map", fn)
+    job = runner.last_job
+    assert job.state == state and job.finished.is_set()
+    assert rec.state["status"]["state"] == state and type(exc).__name__ in rec.state["status"]["message"]
+    assert not runner.busy and runner.wait(1)
+    nxt = runner.submit("map", lambda ctx: "after")
+    assert nxt.state == "done" and rec.state["status"]["message"] == "after"
+
+
+@pytest.mark.parametrize("exc,state", [(SystemExit(3), "error"), (KeyboardInterrupt(), "cancelled")])
+def test_base_exception_in_a_thread_job_leaves_the_runner_usable(exc, state):
+    rec, pub, runner = make(ThreadExecutor())
+
+    def fn(ctx):
+        raise exc
+    job = runner.submit("map", fn)
+    assert runner.wait(5) and job.state == state
+    assert rec.state["status"]["state"] == state
+    nxt = runner.submit("map", lambda ctx: "after")
+    assert runner.wait(5) and nxt.state == "done" and rec.state["status"]["message"] == "after"
+    runner.shutdown(wait=True)
+
+
+def test_submit_to_a_closed_runner_or_executor_never_raises():
+    rec, pub, runner = make(ThreadExecutor())
+    runner.executor.shutdown()            # the executor closes between the runner's check and its submit
+    job = runner.submit("map", lambda ctx: "never")
+    assert job.state == "cancelled" and job.finished.is_set() and "closed" in job.message
+    assert not runner.busy and runner.wait(1)
+    runner.shutdown()
+    job = runner.submit("map", lambda ctx: "never")
+    assert job.state == "cancelled" and "closed" in job.message
+
+
+def test_shutdown_cancels_and_joins_a_running_job():
+    rec, pub, runner = make(ThreadExecutor())
+    started = threading.Event()
+
+    def fn(ctx):
+        while True:
+            started.set()
+            time.sleep(0.01)
+            ctx.check()
+    job = runner.submit("map", fn)
+    assert started.wait(5)
+    runner.shutdown(wait=True, timeout=5)
+    assert job.state == "cancelled" and job.stop_reason == "shutdown"
+    assert not runner.executor.thread.is_alive()
+
+
+def test_a_garbage_collected_runner_stops_its_worker():
+    rec, pub, runner = make(ThreadExecutor())
+    assert runner.submit("map", lambda ctx: "x") and runner.wait(5)
+    thread = runner.executor.thread
+    ref = weakref.ref(runner)
+    del runner
+    gc.collect()
+    assert ref() is None, "an idle worker keeps its runner alive"
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_interpreter_exit_during_a_torch_job_is_clean(tmp_path):
+    """Exit while the worker is inside torch: no 'terminate called without an active exception'."""
+    script = tmp_path / "exit_job.py"
+    script.write_text(textwrap.dedent("""
+        import threading, torch
+        from hessexplore.jobs import JobRunner, Publisher, ThreadExecutor
+        started = threading.Event()
+        def fn(ctx):
+            a = torch.randn(400, 400, dtype=torch.float64)
+            while True:
+                started.set()
+                a = torch.tanh(a @ a / 400)
+                ctx.check()
+        r = JobRunner(Publisher(lambda u: None, max_rate=0), ThreadExecutor())
+        r.submit("block", fn)
+        assert started.wait(30)
+        print("exiting", flush=True)
+    """))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert "exiting" in out.stdout and "terminate called" not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_an_idle_worker_ends_and_the_next_job_starts_a_new_one():
+    ex = ThreadExecutor(idle_timeout=0.1)
+    rec, pub, runner = make(ex)
+    assert runner.submit("map", lambda ctx: "one") and runner.wait(5)
+    first = ex.thread
+    first.join(5)
+    assert not first.is_alive() and ex.thread is None
+    job = runner.submit("map", lambda ctx: "two")
+    assert runner.wait(5) and job.state == "done" and rec.state["status"]["message"] == "two"
+    assert ex.thread is not None and ex.thread is not first
+    runner.shutdown(wait=True)

@@ -351,3 +351,29 @@ def test_vmapped_matvec_and_float32():
     assert abs(float(ex.top[0]) - 35.0) < 1e-4 and abs(float(ex.bottom[0]) + 15.0) < 1e-4
     res = slq_density(mv, 200, num_probes=4, num_iter=20, dtype=torch.float32, generator=gen(1))
     assert res.density.dtype == torch.float32 and abs(res.grid_mass - 1.0) < 1e-5
+
+
+# ------------------------------------------------------------------- breakdown: restart, never "converged"
+def test_extremes_find_every_copy_of_a_repeated_top_eigenvalue():
+    """A breakdown (invariant subspace) is not convergence: Lanczos restarts and finds the copies."""
+    lams = torch.tensor([3.0, 3.0, 3.0, 1.0, 1.0, 0.5, 0.5, -2.0], dtype=F64)
+    ex = extremes(Op(sym(lams, seed=6)), 8, 3, 2, tol=1e-10, generator=gen(1))
+    assert ex.breakdown and ex.restarts >= 1
+    assert torch.allclose(ex.top, torch.tensor([3.0, 3.0, 3.0], dtype=F64), atol=1e-8), ex.top
+    assert torch.allclose(ex.bottom, torch.tensor([-2.0, 0.5], dtype=F64), atol=1e-8), ex.bottom
+
+
+@pytest.mark.parametrize("n", [1, 6, 15])
+def test_an_exact_zero_residual_restarts_until_the_space_is_spanned(n):
+    """The zero operator breaks down at every step with an exactly-zero residual (bounds exactly 0, on
+    any CPU): with tol=0 Lanczos must still span R^n and return all n eigenvalues."""
+    states = list(lanczos_iter(lambda v: torch.zeros_like(v), n, n, generator=gen(0), restart=True,
+                               track=True, k_top=2, k_bottom=2, tol=0.0))
+    assert not any(s.converged for s in states)
+    assert states[-1].exact and states[-1].iteration == n and states[-1].restarts == n - 1
+    res = states[-1].result()
+    assert res.exact and torch.equal(res.ritz_values, torch.zeros(n, dtype=F64))
+    # with tol > 0 a breakdown step is still not "converged" while a restart follows
+    for s in lanczos_iter(lambda v: torch.zeros_like(v), n, n, generator=gen(0), restart=True, track=True,
+                          tol=1e-6):
+        assert not s.converged or s.iteration == n

@@ -257,3 +257,72 @@ def test_activation_space_coupling_and_pairs():
     pair = rec["pairs"]["blocks.0|blocks.1"]
     assert pair["C"] == pytest.approx(s.coupling("blocks.0", "blocks.1"), rel=1e-9)
     assert pair["gn_gap"] < 1e-8        # the later node feeds the linear head: H^T = 0 (SCIENCE.md §3)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".json.gz"])
+def test_a_save_that_dies_half_way_keeps_the_previous_run(tracked, tmp_path, suffix):
+    """Run.save is atomic: a write that fails mid-way (the file-size limit) leaves the old file."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / f"run{suffix}"
+    tracked[0].run.save(str(path))
+    good = path.read_bytes()
+    script = tmp_path / "save.py"
+    script.write_text(
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({len(good) + 1}, resource.RLIM_INFINITY))\n"
+        "import hessexplore as hx\n"
+        f"run = hx.Run.load({str(path)!r})\n"
+        "run.records = run.records * 40\n"
+        "try:\n"
+        f"    run.save({str(path)!r})\n"
+        "except OSError as exc:\n"
+        "    print('save failed:', exc)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=root))
+    assert "save failed" in r.stdout, (r.stdout, r.stderr[-2000:])
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, "save.py"])   # no temp file left
+    assert hx.Run.load(str(path)).to_json() == tracked[0].run.to_json()
+
+
+def test_saved_file_keeps_the_permissions_of_the_one_it_replaces(tracked, tmp_path):
+    import os
+    path = tmp_path / "run.json"
+    path.write_text("old")
+    os.chmod(path, 0o640)
+    tracked[0].run.save(str(path))
+    assert os.stat(path).st_mode & 0o777 == 0o640
+
+
+def test_a_coupling_map_over_the_memory_budget_is_skipped_not_fatal(monkeypatch):
+    monkeypatch.setattr(hx.Session, "max_exact_bytes", 64)
+    torch.manual_seed(0)
+    model = models.MLP(4, 6, 2, 3, activation="tanh")
+    x, y = data.blobs(24, 4, 3, seed=1)
+    tracker = hx.Tracker(model, nn.CrossEntropyLoss(), (x, y), every=1, parts=("full",))
+    rec = tracker.step(0)
+    assert "budget" in rec["coupling"]["skipped"] and "R" not in rec["coupling"]
+    assert rec["layers"]["head"]["full"]["stats"]["lambda_max"] > 0
+
+
+def test_atomic_write_replaces_a_link_target_and_cleans_up_on_error(tmp_path):
+    import os
+    from hessexplore.fileio import atomic_write
+    target = tmp_path / "real.txt"
+    target.write_text("old")
+    link = tmp_path / "link.txt"
+    os.symlink(target, link)
+    atomic_write(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+
+    def boom(f):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, boom)
+    assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["link.txt", "real.txt"]
