@@ -46,6 +46,7 @@ from torch import nn
 from . import metrics, runfile
 from .errors import HessExploreError, MemoryBudgetError
 from .fileio import atomic_write
+from .capture import select_output
 from .session import Session
 
 __all__ = ["Tracker", "Run", "load_run", "spearman", "partial_spearman", "partial_correlation", "rankdata",
@@ -242,7 +243,8 @@ def load_run(path: str, model: Optional[nn.Module] = None) -> Run:
 def _device_batch(batch, device):
     x, y = batch
     mv = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
-    x = tuple(mv(a) for a in x) if isinstance(x, (tuple, list)) else mv(x)
+    x = tuple(mv(a) for a in x) if isinstance(x, (tuple, list)) else \
+        {k: mv(v) for k, v in x.items()} if isinstance(x, dict) else mv(x)
     return x, mv(y)
 
 
@@ -269,6 +271,8 @@ class Tracker:
     pair_probes : probes for pairs too large for exact blocks (streamed estimates with errors).
     name, config : stored with the run (e.g. the label-noise level), for comparisons across runs.
     on_record : callback(record) after each checkpoint (e.g. to print or log).
+    output : as for :class:`Session`: which output of a model returning a tuple, dict or
+        ``ModelOutput`` the loss is applied to (e.g. "logits"); x may be a dict of keyword inputs.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, eval_batch, every: Union[int, Iterable[int],
@@ -278,7 +282,7 @@ class Tracker:
                  spectrum_kw: Optional[dict] = None, dtype: Optional[torch.dtype] = torch.float64,
                  keep_eigenvalues: bool = True, max_coupling_dim: int = 20000, pair_probes: int = 64,
                  name: str = "run", config: Optional[dict] = None,
-                 on_record: Optional[Callable[[dict], Any]] = None):
+                 on_record: Optional[Callable[[dict], Any]] = None, output: Any = None):
         if space not in ("parameter", "activation"):
             raise HessExploreError(f"space must be 'parameter' or 'activation', got {space!r}")
         for p in parts:
@@ -300,6 +304,7 @@ class Tracker:
         self.coupling, self.space, self.method = coupling, space, method
         self.spectrum_kw = dict(spectrum_kw or {})
         self.dtype, self.keep_eigenvalues = dtype, keep_eigenvalues
+        self.output = output
         self.max_coupling_dim, self.pair_probes = int(max_coupling_dim), int(pair_probes)
         self.on_record = on_record
         self._groups = list(groups) if groups is not None else None
@@ -365,7 +370,9 @@ class Tracker:
         device = next(self.model.parameters()).device
         x, y = _device_batch(batch, device)
         with torch.no_grad():
-            z = self.model(*x) if isinstance(x, tuple) else self.model(x)
+            out = self.model(**x) if isinstance(x, dict) else self.model(*x) if isinstance(x, tuple) \
+                else self.model(x)
+            z = select_output(out, self.output)
             loss = float(self.loss_fn(z, y))
             acc = None
             if z.dim() == 2 and isinstance(y, torch.Tensor) and y.dim() == 1 and not y.is_floating_point():
@@ -384,7 +391,7 @@ class Tracker:
         rec["extra"] = {k: (float(v) if isinstance(v, (int, float, torch.Tensor, np.number)) else v)
                         for k, v in extra.items()}
         s = Session(self.model, self.loss_fn, self.eval_batch, dtype=self.dtype,
-                    trace=self.space == "activation", check_loss=not self._checked)
+                    trace=self.space == "activation", check_loss=not self._checked, output=self.output)
         self._checked = True
         self.session = s
         if self._groups is None:

@@ -19,7 +19,6 @@ import zoo
 from zoo_oracle import ZooOracle, ZooParameterOracle
 
 F64 = torch.float64
-pytest.importorskip("transformers")
 
 CASES = list(zoo.CASES)
 _sessions: dict[str, tuple] = {}
@@ -150,3 +149,20 @@ def test_analyze_runs_on_a_hugging_face_model(tmp_path, monkeypatch, capsys):
     text = json.dumps(rep)
     assert "transformer.h.0.attn.c_attn" in text and "phi" in text
     assert 0.0 <= rep["phi"] < 1.0
+
+
+def test_tracker_records_spectra_of_a_hugging_face_model():
+    case = zoo.gpt2()
+    opt = torch.optim.SGD(case.model.parameters(), lr=1e-2)
+    tr = hx.Tracker(case.model, case.loss_fn, (case.x, case.y), every=2, output=case.output,
+                    groups=["transformer.h.1.mlp.c_proj", "lm_head"], coupling=False)
+    for step in range(3):
+        out = case.model(**case.x)
+        loss = case.loss_fn(out.logits, case.y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        tr.step(step, train_loss=loss)
+    steps, lam = tr.run.series("lambda_max", group="lm_head")
+    assert list(steps) == [0, 2]
+    assert all(math.isfinite(v) and v > 0 for v in lam)   # an output layer's local Hessian is PSD, non-zero
