@@ -360,5 +360,29 @@ def tied() -> Case:
                 par=[("embed", "mix"), ("out", "out")], nodes=["embed", "mix", "out"], est=("embed", "mix"))
 
 
+class ShapeBranch(nn.Module):
+    """Branches on a shape (fx cannot, torch.export can) and returns a dict of outputs."""
+
+    def __init__(self, classes=3):
+        super().__init__()
+        self.inp = nn.Linear(4, 6)
+        self.head = nn.Linear(6, classes)
+
+    def forward(self, x):
+        if x.shape[-1] > 4:                      # crop wide inputs
+            x = x[..., :4]
+        h = torch.nn.functional.silu(self.inp(x))
+        return {"hidden": h, "logits": self.head(h)}
+
+
+def shape_branch() -> Case:
+    torch.manual_seed(0)
+    m = ShapeBranch().eval()
+    x = torch.randn(4, 5, generator=_gen(27))
+    y = torch.randint(0, 3, (4,), generator=_gen(28))
+    return Case("shape_branch", m, x, y, output="logits", act=[("x", "inp"), ("inp", "head")],
+                par=[("inp", "head")], nodes=["inp", "head"], backend="export", est=("inp", "head"))
+
+
 CASES = {f.__name__: f for f in (gpt2, bert, llama, vit, transformer_encoder, mha, lstm, gru, mobilenet_se,
-                                 resnet_basic, optional_args, tied)}
+                                 resnet_basic, optional_args, tied, shape_branch)}
