@@ -466,10 +466,12 @@ def capture_export(model: nn.Module, args: tuple, kwargs: dict, output: Any) -> 
         if ep is None:
             first = str(errors[-1]).strip().splitlines()[0] if str(errors[-1]).strip() else type(errors[-1]).__name__
             raise TracingError(f"torch.export could not capture the model either: {first[:300]}")
-        try:
-            ep = ep.run_decompositions({})
-        except Exception as exc:  # noqa: BLE001
-            raise TracingError(f"torch.export captured the model but could not functionalise it: {exc}") from exc
+        if not _outplace_inplace_ops(ep):
+            try:   # the general (slow: a second trace) way to remove mutations
+                ep = ep.run_decompositions({})
+            except Exception as exc:  # noqa: BLE001
+                raise TracingError(f"torch.export captured the model but could not functionalise it: {exc}") \
+                    from exc
         with torch.no_grad():
             eager_out = model(*args, **kwargs)
     gm = ep.graph_module
@@ -620,6 +622,60 @@ def capture_export(model: nn.Module, args: tuple, kwargs: dict, output: Any) -> 
         return g(*live, *deltas)
 
     return Capture("export", gm, infos, z_node.name, list(flat_args), run, called, substituted)
+
+
+_VIEW_OPS = {"view", "_unsafe_view", "reshape", "transpose", "t", "permute", "expand", "select", "slice",
+             "narrow", "squeeze", "unsqueeze", "unflatten", "flatten", "as_strided", "diagonal", "unbind",
+             "split", "split_with_sizes", "chunk", "view_as", "alias", "detach", "unfold", "movedim",
+             "swapaxes", "getitem", "contiguous", "numpy_T", "mT", "expand_as", "real", "imag"}
+
+
+def _outplace_inplace_ops(ep) -> bool:
+    """Rewrite ``aten.op_(x, …)`` as ``aten.op(x, …)`` in ``ep``'s graph, in place; False if that is unsafe.
+
+    torch.export's training IR keeps the model's in-place ops (``out += identity``,
+    ``ReLU(inplace=True)``); hessexplore adds δ's to values, so mutations must go.
+    Every later use of the mutated tensor reads the new value instead.  Unsafe
+    (→ the caller falls back to ``run_decompositions``): buffer mutations, an
+    in-place op on a view or on an input, or one without an out-of-place twin.
+    """
+    if any(spec.kind.name != "USER_OUTPUT" for spec in ep.graph_signature.output_specs):
+        return False
+    gm = ep.graph_module
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    todo = []
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload):
+            continue
+        schema = n.target._schema
+        mutates = any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
+        if not mutates:
+            continue
+        name = n.target._opname
+        if not name.endswith("_") or name.startswith("_") or not n.args or not isinstance(n.args[0], fx.Node):
+            return False
+        base = n.args[0]
+        base_op = base.target._opname if isinstance(base.target, torch._ops.OpOverload) else \
+            getattr(base.target, "__name__", "")
+        if base.op == "placeholder" or base_op in _VIEW_OPS or any(
+                u is not n and (u.target._opname if isinstance(u.target, torch._ops.OpOverload) else
+                                getattr(u.target, "__name__", "")) in _VIEW_OPS and order[u] < order[n]
+                for u in base.users):
+            return False   # aliasing: a view of it (or it, a view) would see the mutation
+        packet = getattr(torch.ops.aten, name[:-1], None)
+        overload = getattr(packet, n.target._overloadname, None) if packet is not None else None
+        if overload is None:
+            return False
+        todo.append((n, base, overload))
+    for n, base, overload in todo:
+        n.target = overload
+        for u in list(base.users):
+            if u is not n and order[u] > order[n]:
+                u.replace_input_with(base, n)
+    if todo:
+        gm.graph.lint()
+        gm.recompile()
+    return True
 
 
 def _as_signature(model: nn.Module, dynamic: tuple) -> dict:

@@ -166,3 +166,20 @@ def test_tracker_records_spectra_of_a_hugging_face_model():
     steps, lam = tr.run.series("lambda_max", group="lm_head")
     assert list(steps) == [0, 2]
     assert all(math.isfinite(v) and v > 0 for v in lam)   # an output layer's local Hessian is PSD, non-zero
+
+
+@pytest.mark.parametrize("name", ["resnet_basic", "mobilenet_se", "lstm", "tied"])
+def test_export_capture_agrees_with_fx_capture(name):
+    """The same model through both backends (in-place ops, reused modules, tuples, ties): same nodes, same blocks."""
+    case, s = session(name)
+    e = hx.Session(case.model, case.loss_fn, (case.x, case.y), dtype=F64, output=case.output, capture="export")
+    assert s.graph.backend == "fx" and e.graph.backend == "export"
+    for n in case.nodes:
+        assert e.node(n).shape == s.node(n).shape, n
+    for v, w in case.act:
+        a, b = s.block(v, w), e.block(v, w)
+        O.assert_rel(b.full, a.full, 1e-10, scale=O.fro(a.full), what=f"{name} {v}-{w}")
+        O.assert_rel(b.gn, a.gn, 1e-10, scale=O.fro(a.full), what=f"{name} {v}-{w} gn")
+    for v, w in case.par:
+        a, b = s.block(v, w, space="parameter"), e.block(v, w, space="parameter")
+        O.assert_rel(b.full, a.full, 1e-10, scale=O.fro(a.full), what=f"{name} {v}-{w} par")
