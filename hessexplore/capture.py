@@ -145,6 +145,7 @@ class Capture:
     called_modules: set[str] = field(default_factory=set)
     substituted: list[str] = field(default_factory=list)
     fallback_reason: str | None = None
+    flatten: Callable | None = field(default=None, repr=False)   # (args, kwargs) -> inputs in placeholder order
 
     def perturbed(self, targets: Sequence[str]) -> fx.GraphModule:
         """A copy of the graph with one extra trailing placeholder δ_i per target, added to its value.
@@ -370,7 +371,8 @@ def capture_fx(model: nn.Module, args: tuple, kwargs: dict, output: Any, leaf_mo
         with lock:   # functional_call swaps tensors into the twin's modules: one thread at a time
             return functional_call(g, params, tuple(inputs) + tuple(deltas), strict=False)
 
-    return Capture("fx", gm, infos, z_node.name, flat, run, called, substituted)
+    return Capture("fx", gm, infos, z_node.name, flat, run, called, substituted,
+                   flatten=lambda a, k: _flat_user_inputs(gm, model, a, k))
 
 
 def _names_to_first_items(gm: fx.GraphModule, outputs: dict[fx.Node, list[str]], meta: dict) -> None:
@@ -621,7 +623,10 @@ def capture_export(model: nn.Module, args: tuple, kwargs: dict, output: Any) -> 
         live = _live_args(kinds, params, canon, buffers, constants, inputs)
         return g(*live, *deltas)
 
-    return Capture("export", gm, infos, z_node.name, list(flat_args), run, called, substituted)
+    def flatten(a: tuple, k: dict) -> list:
+        return pytree.tree_flatten((tuple(a), forward_kwargs(model, a, k)))[0]
+
+    return Capture("export", gm, infos, z_node.name, list(flat_args), run, called, substituted, flatten=flatten)
 
 
 _VIEW_OPS = {"view", "_unsafe_view", "reshape", "transpose", "t", "permute", "expand", "select", "slice",

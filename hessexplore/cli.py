@@ -34,6 +34,7 @@ import importlib.util
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -190,9 +191,13 @@ def _check_problem(spec: str, result):
     if not callable(loss_fn):
         raise CLIError(f"{spec}: loss_fn must be callable (e.g. torch.nn.CrossEntropyLoss()), "
                        f"got {type(loss_fn).__name__}")
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+    from .batches import is_one_batch
+    if not is_one_batch(batch) and (isinstance(batch, (str, bytes, dict, torch.Tensor)) or
+                                    not hasattr(batch, "__iter__") or
+                                    (isinstance(batch, (tuple, list)) and len(batch) != 2 and
+                                     not all(isinstance(b, (tuple, list)) and len(b) == 2 for b in batch))):
         what = f"a {type(batch).__name__}" + (f" of {len(batch)} items" if isinstance(batch, (tuple, list)) else "")
-        raise CLIError(f"{spec}: the batch must be a pair (x, y), got {what}")
+        raise CLIError(f"{spec}: the batch must be a pair (x, y) or a data loader of such batches, got {what}")
     if nodes is not None:
         if isinstance(nodes, str):
             nodes = [n.strip() for n in nodes.split(",") if n.strip()]
@@ -261,11 +266,53 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _world() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _launch(args) -> int:
+    """Re-run this command under torchrun with ``--nproc`` processes (single node)."""
+    argv = [a for a in (args.argv or sys.argv[1:])]
+    out, skip = [], False
+    for a in argv:                      # drop --nproc N / --nproc=N
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        out.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+           "-m", "hessexplore", *out]
+    return subprocess.call(cmd)
+
+
+def _init_distributed():
+    import torch
+    import torch.distributed as dist
+    if _world() > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+
+
 def cmd_analyze(args) -> int:
     import torch
 
     from . import report
     from .session import Session
+
+    if args.nproc < 1:
+        raise CLIError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc > 1 and _world() == 1:
+        return _launch(args)
+    _init_distributed()
+    if int(os.environ.get("RANK", "0")) != 0:      # one rank reports; the others compute quietly
+        args.quiet, args.no_report = True, True
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
 
     spec = args.model_opt or args.model or "residual"
     if args.model and args.model_opt and args.model != args.model_opt:
@@ -281,7 +328,9 @@ def cmd_analyze(args) -> int:
     if args.nodes:
         nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
     dtype = getattr(torch, args.dtype)
-    s = Session(model, loss_fn, batch, dtype=dtype, output=output)
+    # under torchrun (--nproc): each rank takes every W-th batch unless the loader is already sharded
+    shard = _world() > 1 and type(getattr(batch, "sampler", None)).__name__ != "DistributedSampler"
+    s = Session(model, loss_fn, batch, dtype=dtype, output=output, shard=shard)
     if args.space == "parameter" and not args.nodes:
         nodes = None                     # parameter space: the groups (analyze's default)
     for n in nodes or []:
@@ -550,6 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-spectra", action="store_true", help="skip the layer spectra")
     a.add_argument("--no-phi", action="store_true", help="skip Φ (the parameter-space map)")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    a.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="run on N processes (a torchrun launch; gloo on CPU, NCCL on GPUs): each takes its "
+                        "shard of the factory's data loader and products are all-reduced (default 1)")
     a.set_defaults(func=cmd_analyze)
 
     d = sub.add_parser("demo", help="open JupyterLab on the quickstart notebook",
@@ -574,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else None
     try:
         return args.func(args)
     except (CLIError, HessExploreError) as exc:

@@ -59,10 +59,25 @@ class Problem:
 
     #: op name -> modules calling it (from the captured graph), for error messages
     locate: Callable[[str], list[str]] | None = None
+    #: the data set (:class:`~hessexplore.batches.Batches`) when products sum over several batches or ranks
+    data = None
+    #: the batch the products run on now (None: the one the problem was built with)
+    batch = None
 
     def __init__(self, loss_fn: Callable, targets):
         self.loss_fn = loss_fn
         self.targets = targets
+
+    def use(self, batch) -> None:
+        """Run the following products on ``batch`` (a :class:`~hessexplore.batches.Batch`)."""
+        self.batch = batch
+        self.targets = batch.targets
+
+    @property
+    def several(self) -> bool:
+        """True when products are sums over several batches (a data set) or several ranks."""
+        d = self.data
+        return d is not None and (not d.single or d.distributed)
 
     def output(self, values: Flat) -> torch.Tensor:  # pragma: no cover - abstract
         """Model output z (B, …) with the given atoms replaced (others at ``base``)."""
@@ -93,18 +108,20 @@ class ActivationProblem(Problem):
         self.forward = graph.perturbed_forward(self.names)
 
     def output(self, values: Flat) -> torch.Tensor:
-        return self.forward(*[values[n].view(self.shapes[n]) for n in self.names])
+        flat = None if self.batch is None else self.batch.flat
+        return self.forward(*[values[n].view(self.shapes[n]) for n in self.names], inputs=flat)
 
 
 class ParameterProblem(Problem):
     """Atoms are parameter tensors θ_a (flattened, canonical names); the others stay at the model's values.
 
-    ``forward(params)`` is the model output with the given parameters replaced;
+    ``forward(params, batch)`` is the model output with the given parameters replaced (on
+    ``batch``, or the session's batch for None);
     it never writes into the user's modules (a captured graph takes them as
     arguments, or a private structural twin is re-parametrised).
     """
 
-    def __init__(self, params: dict[str, torch.Tensor], forward: Callable[[Flat], torch.Tensor], loss_fn,
+    def __init__(self, params: dict[str, torch.Tensor], forward: Callable[..., torch.Tensor], loss_fn,
                  targets, names: Sequence[str]):
         super().__init__(loss_fn, targets)
         self.forward = forward
@@ -116,7 +133,7 @@ class ParameterProblem(Problem):
         self.base = {n: params[n].detach().clone().reshape(-1) for n in self.names}
 
     def output(self, values: Flat) -> torch.Tensor:
-        return self.forward({n: values[n].view(self.shapes[n]) for n in self.names})
+        return self.forward({n: values[n].view(self.shapes[n]) for n in self.names}, self.batch)
 
 
 def _split(t: torch.Tensor, atoms: Sequence[str], dims: dict[str, int]) -> Flat:
@@ -226,7 +243,7 @@ class CurvatureOperator:
         w, out = list(w), list(out)
         with curvature_mode():
             try:
-                return self._products(w, T, out, full, gn)
+                return self._over_data(w, T, out, full, gn)
             except (RuntimeError, NotImplementedError) as exc:
                 if not compat.is_autodiff_error(exc):
                     raise
@@ -236,13 +253,42 @@ class CurvatureOperator:
                                  f"'{compat.failing_op(exc) or 'an op'}': products use double backward")
                 self.mode = "double-backward"
                 try:
-                    return self._products(w, T, out, full, gn)
+                    return self._over_data(w, T, out, full, gn)
                 except (RuntimeError, NotImplementedError) as exc2:
                     if not compat.is_autodiff_error(exc2):
                         raise
                     raise AutodiffError(compat.explain_autodiff_error(
                         exc2, self.problem.locate, tried=" (tried forward-over-reverse and double backward)")
                     ) from exc2
+
+    #: polled between the batches of a data set (True raises JobCancelled); set by the caller
+    should_stop: Callable[[], bool] | None = None
+
+    def _over_data(self, w: list[str], T: torch.Tensor, out: list[str], full: bool, gn: bool) -> Products:
+        """One batch: :meth:`_products`.  A data set / several ranks: Σ_b (n_b/N) products on batch b.
+
+        Per-batch state (the recorded graph, the output vjp) is rebuilt for every batch.
+        """
+        p = self.problem
+        if not p.several:
+            return self._products(w, T, out, full, gn)
+        from .batches import for_each
+        keys = [(part, a) for part, on in (("full", full), ("gn", gn)) if on for a in out]
+
+        def one(batch) -> list[torch.Tensor]:
+            p.use(batch)
+            self._recorded, self._vjp_cache = None, {}
+            res = self._products(w, T, out, full, gn)
+            return [getattr(res, part)[a] for part, a in keys]
+
+        try:
+            got = for_each(p.data, one, should_stop=self.should_stop)
+        finally:
+            self._recorded, self._vjp_cache = None, {}
+        parts: dict[str, Flat] = {"full": {}, "gn": {}}
+        for (part, a), t in zip(keys, got):
+            parts[part][a] = t
+        return Products(parts["full"] if full else None, parts["gn"] if gn else None)
 
     def _products(self, w: list[str], T: torch.Tensor, out: list[str], full: bool, gn: bool) -> Products:
         if self.mode == "double-backward":

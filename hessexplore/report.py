@@ -199,6 +199,7 @@ def to_json(a: Analysis) -> dict:
         "source": a.source,
         "model": type(s.model).__name__,
         "batch_size": s.batch_size,
+        "num_samples": s.num_samples,
         "dtype": str(s.dtype).replace("torch.", ""),
         "device": str(s.device),
         "space": a.space,

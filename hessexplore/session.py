@@ -17,7 +17,7 @@ import inspect
 import math
 import threading
 import warnings
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -26,6 +26,7 @@ from torch.func import functional_call
 from . import checks, metrics
 from .errors import BlockTooLargeError, HessExploreError, LossError, ModelStateError
 from .estimators import EstimateSnapshot, stream_block
+from .batches import Batches, is_one_batch, polling
 from .capture import capture as _capture
 from .capture import select_output, structural_twin
 from .compat import curvature_mode
@@ -68,15 +69,6 @@ def _takes(model: nn.Module, arg: str) -> bool:
         return False
 
 
-def _to(t, device, dtype):
-    if torch.is_tensor(t):
-        t = t.detach().to(device)
-        return t.to(dtype) if dtype is not None and t.is_floating_point() else t
-    if isinstance(t, (tuple, list)):
-        return type(t)(_to(a, device, dtype) for a in t)
-    return t
-
-
 class Session:
     """Curvature of ``loss_fn(model(x), y)`` (a batch mean) on one batch.
 
@@ -95,6 +87,13 @@ class Session:
     max_exact_dim : largest swept dimension for exact blocks (columns = Hessian-vector products).
     memory_budget : bytes per batched product (default 1 GiB on CPU, ¼ of free GPU memory).
     check_loss : verify that loss_fn is a per-sample mean (needs loss_fn to accept single samples).
+    shard : under torch.distributed, rank r of W keeps the batches i with i % W == r of ``batch`` (for
+        data every rank iterates whole); by default each rank passes its own shard (a DistributedSampler).
+
+    ``batch`` may also be a data set: any re-iterable of batches (a DataLoader without shuffling, a
+    list).  Then L is the mean over all N samples and every product the sample-weighted sum over the
+    batches (see :mod:`hessexplore.batches`); under an initialised torch.distributed process group the
+    products are all-reduced, so every rank holds the result on the union of the shards.
     """
 
     #: cap in bytes on an exact result (full + GN parts); None: half the memory available on the device
@@ -102,11 +101,14 @@ class Session:
 
     def __init__(self, model: nn.Module, loss_fn: Callable, batch, dtype: torch.dtype | None = None, *,
                  output=None, capture: str = "auto", leaf_modules: Sequence[str] = (), trace: bool = True,
-                 max_exact_dim: int = 8192, memory_budget: int | None = None, check_loss: bool = True):
+                 max_exact_dim: int = 8192, memory_budget: int | None = None, check_loss: bool = True,
+                 shard: bool = False):
         if not isinstance(model, nn.Module):
             raise HessExploreError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-            raise HessExploreError("batch must be a pair (x, y): inputs and targets for loss_fn(model(x), y)")
+        if not is_one_batch(batch) and (isinstance(batch, (str, bytes, dict, torch.Tensor))
+                                        or not isinstance(batch, Iterable)):
+            raise HessExploreError("batch must be a pair (x, y): inputs and targets for loss_fn(model(x), y), "
+                                   "or an iterable of such batches (a DataLoader, a list)")
         _check_modes(model)
         checks.check_model_device(model)
         _check_finite_params(model)
@@ -125,16 +127,11 @@ class Session:
         self.model = model
         self.loss_fn = loss_fn
         self.output_selector = output
-        x, y = batch
-        if isinstance(x, dict):
-            self.inputs, self.input_kwargs = (), {k: _to(v, self.device, self.dtype) for k, v in x.items()}
-        elif isinstance(x, (tuple, list)):
-            self.inputs, self.input_kwargs = tuple(_to(x, self.device, self.dtype)), {}
-        else:
-            self.inputs, self.input_kwargs = (_to(x, self.device, self.dtype),), {}
-        self.targets = _to(y, self.device, self.dtype)
-        if _takes(model, "use_cache") and "use_cache" not in self.input_kwargs:
-            self.input_kwargs["use_cache"] = False    # HF: a key/value cache is no part of the curvature
+        # HF: a key/value cache is no part of the curvature
+        defaults = {"use_cache": False} if _takes(model, "use_cache") else {}
+        self.data = Batches(batch, self.device, self.dtype, defaults=defaults, shard=shard)
+        first_batch = self.data.first
+        self.inputs, self.input_kwargs, self.targets = first_batch.args, first_batch.kwargs, first_batch.targets
         first = next((t for t in list(self.inputs) + list(self.input_kwargs.values()) if torch.is_tensor(t)), None)
         if first is None or first.dim() == 0:
             raise HessExploreError("the model inputs must include a tensor with the batch as first dimension "
@@ -151,6 +148,9 @@ class Session:
         self._check_output_and_loss(check_loss)
         self.graph = ModelGraph(_capture(model, self.inputs, self.input_kwargs, output=output, backend=capture,
                                          leaf_modules=leaf_modules), model) if trace else None
+        if self.graph is not None:
+            self.data.flatten = self.graph.capture.flatten
+        self.num_samples = self.data.total         # N: samples over the whole data set (and all ranks)
         self.param_groups = ParameterGroups(model)
         self._twin_forward = None
         self._ops: dict = {}
@@ -281,6 +281,7 @@ class Session:
                                            self.targets, atoms)
             if self.graph is not None:
                 problem.locate = self.graph.locate
+            problem.data = self.data
             op = CurvatureOperator(problem, mode)
             if len(self._ops) >= 8:   # recorded operators hold a graph each
                 self._ops.clear()
@@ -295,22 +296,37 @@ class Session:
         """
         if self.graph is not None:
             fwd = self.graph.perturbed_forward([])
-            return lambda params: fwd(params=params)
+            return lambda params, batch=None: fwd(params=params, inputs=None if batch is None else batch.flat)
         if self._twin_forward is None:
             twin, lock = structural_twin(self.model), threading.RLock()
             inputs, kwargs, sel = self.inputs, self.input_kwargs, self.output_selector
 
-            def forward(params: dict) -> torch.Tensor:
+            def forward(params: dict, batch=None) -> torch.Tensor:
+                a, k = (inputs, kwargs) if batch is None else (batch.args, batch.kwargs)
                 with lock:
-                    return select_output(functional_call(twin, params, inputs, kwargs), sel)
+                    return select_output(functional_call(twin, params, a, k), sel)
             self._twin_forward = forward
         return self._twin_forward
 
-    def _watch(self, it: Iterator, what: str) -> Iterator:
-        """Pass ``it`` through, refusing to mix weights: raise if the parameters change in between."""
+    @staticmethod
+    def _polled(it: Iterator, should_stop: Callable[[], bool] | None) -> Iterator:
+        """``it`` with ``should_stop`` polled between data-set batches inside each step."""
+        while True:
+            with polling(should_stop):
+                try:
+                    item = next(it)
+                except StopIteration:
+                    return
+            yield item
+
+    def _watch(self, it: Iterator, what: str, should_stop: Callable[[], bool] | None = None) -> Iterator:
+        """Pass ``it`` through, refusing to mix weights: raise if the parameters change in between.
+
+        ``should_stop`` is also polled between the batches of a data set inside each step.
+        """
         fp0 = self._fingerprint()
         try:
-            for item in it:
+            for item in self._polled(it, should_stop):
                 self._same_weights(fp0, what)
                 yield item
         except (RuntimeError, NotImplementedError) as exc:   # autograd's own check of the saved weights
@@ -413,8 +429,8 @@ class Session:
         sq = {p: {(o, w): 0.0 for o in outs for w in ws} for p in ("full", "gn", "tensor")}
         fp0 = self._fingerprint()
         try:
-            for start, k, got in op.iter_dense_columns(W, all_atoms, self._chunk(space, at), parts, should_stop,
-                                                       first=first):
+            columns = op.iter_dense_columns(W, all_atoms, self._chunk(space, at), parts, should_stop, first=first)
+            for start, k, got in self._polled(columns, should_stop):
                 for part in parts:
                     for a in all_atoms:
                         acc[part][a].append(got[part][a])
@@ -682,7 +698,7 @@ class Session:
         op = self.operator(list(dict.fromkeys(v_atoms + w_atoms)), space, mode="double-backward")
         return self._watch(stream_block(op, v_atoms, w_atoms, v=v, w=w, space=space, probes=probes,
                                         batch_size=batch_size, seed=seed, rel_ci=rel_ci, krylov=krylov,
-                                        should_stop=should_stop), "estimate")
+                                        should_stop=should_stop), "estimate", should_stop)
 
     # -- layer-wise spectra (SCIENCE.md §5) ----------------------------------------------------
     def spectrum(self, group: str, part: str = "full", method: str = "auto", **kw) -> "Spectrum":
@@ -736,7 +752,8 @@ class Session:
         kw.setdefault("chunk", self._chunk("parameter", n))
         return self._watch(_spectra.iter_spectrum(matvec, n, method=method, group=group, part=part,
                                                   max_exact=self.max_exact_dim, dtype=self.dtype,
-                                                  device=self.device, should_stop=should_stop, **kw), "spectrum")
+                                                  device=self.device, should_stop=should_stop, **kw), "spectrum",
+                           should_stop)
 
     def __repr__(self) -> str:
         n = len(self.graph.names) if self.graph is not None else "?"
