@@ -11,17 +11,17 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import nn
 
 from .errors import (ArgumentError, InputError, LossError, MemoryBudgetError, ModelStateError)
 
-__all__ = ["as_dtype", "positive_int", "as_seed", "nonempty_names", "available_memory", "exact_result_bytes",
-           "check_exact_memory", "check_model_device", "check_buffers", "check_batchnorm_stats",
-           "check_forward", "check_loss_depends_on_output", "check_target_shape", "check_batch_size",
-           "KLDIV_BATCHMEAN"]
+__all__ = ["as_dtype", "positive_int", "as_seed", "rel_ci", "nonempty_names", "available_memory",
+           "exact_result_bytes", "check_exact_memory", "check_model_device", "check_buffers",
+           "check_batchnorm_stats", "check_batch_size", "check_forward", "check_target_shape",
+           "check_loss_depends_on_output", "input_width_error", "KLDIV_BATCHMEAN"]
 
 #: the exact-result budget as a share of the memory available when no explicit cap is set
 MEMORY_SHARE = 0.5
@@ -387,7 +387,3 @@ def _is_first_layer(model: nn.Module, layer: nn.Module) -> bool:
         if any(True for _ in m.parameters(recurse=False)):
             return m is layer
     return False
-
-
-def names_of(seq: Sequence[str]) -> str:
-    return ", ".join(repr(s) for s in seq)
