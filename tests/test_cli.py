@@ -619,8 +619,10 @@ def test_demo_on_a_specific_address_is_found_ready(tmp_path):
 
 
 @pytest.mark.slow
-def test_jupyterlab_dies_with_a_killed_demo(tmp_path):
-    """SIGKILL leaves the demo no chance to clean up: the server must still go (no old token left running)."""
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGHUP"])
+def test_jupyterlab_dies_with_a_killed_demo(tmp_path, sig):
+    """SIGKILL leaves the demo no chance to clean up, SIGHUP (terminal closed) would end it at once by
+    default: either way the server must go too (no old token left running)."""
     pytest.importorskip("jupyterlab", reason="hessexplore demo needs jupyterlab (pip install -e '.[test]')")
     port = _free_port()
     env = _env(**jupyter_env(tmp_path / "jupyter"))
@@ -628,8 +630,8 @@ def test_jupyterlab_dies_with_a_killed_demo(tmp_path):
                                "--dir", str(tmp_path / "nb")], tmp_path, env)
     try:
         check_demo_server(url)
-        proc.kill()                       # the demo only, not its process group
-        proc.wait(10)
+        proc.send_signal(getattr(signal, sig))       # the demo only, not its process group
+        proc.wait(30)
         deadline = time.monotonic() + 30
         while _port_open("127.0.0.1", port) and time.monotonic() < deadline:
             time.sleep(0.2)
