@@ -38,7 +38,6 @@ import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp
 from torch.func import functional_call
 
 from .compat import curvature_mode, substitute_ops
@@ -285,11 +284,25 @@ def _select_graph_output(graph: fx.Graph, output: Any) -> fx.Node:
     return node
 
 
-def _shape_prop(gm: fx.GraphModule, args) -> dict[str, object]:
-    g = fx.GraphModule(gm, copy.deepcopy(gm.graph))
+@dataclass(frozen=True)
+class _Meta:
+    shape: tuple
+    dtype: torch.dtype
+
+
+def _shape_prop(gm: fx.GraphModule, args) -> dict[str, _Meta | None]:
+    """Shape and dtype of every node's value on ``args`` (an interpreter run; prints nothing on failure)."""
+    metas: dict[str, _Meta | None] = {}
+
+    class Shapes(fx.Interpreter):
+        def run_node(self, n):
+            r = super().run_node(n)
+            metas[n.name] = _Meta(tuple(r.shape), r.dtype) if torch.is_tensor(r) else None
+            return r
+
     with torch.no_grad(), curvature_mode():
-        ShapeProp(g).propagate(*args)
-    return {n.name: n.meta.get("tensor_meta") for n in g.graph.nodes}
+        Shapes(gm).run(*args)
+    return metas
 
 
 def _flat_user_inputs(gm: fx.GraphModule, model: nn.Module, args: tuple, kwargs: dict) -> list:

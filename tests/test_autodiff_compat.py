@@ -130,3 +130,21 @@ def test_hardsigmoid_is_substituted_in_the_captured_graph_only():
     bp = s.block("0", "2", space="parameter")
     fdp = O.ParameterOracle(model, x, y, CE).block_fd("0", "2")
     O.assert_rel(bp.full, fdp, 1e-6)
+
+
+def test_a_hard_coded_batch_size_prints_no_traceback(capfd):
+    """The batch-1 probe of per-sample shapes fails on such a model; it must fail quietly."""
+
+    class Fixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.b(torch.tanh(self.a(x)).view(6, 4))
+
+    torch.manual_seed(0)
+    s = hx.Session(Fixed().to(F64).eval(), CE, _batch())
+    assert "a" in s.nodes and s.block("a", "b").shape == (4, 3)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Error" not in err, err
