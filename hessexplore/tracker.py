@@ -46,6 +46,7 @@ from torch import nn
 from . import metrics, runfile
 from .errors import HessExploreError, MemoryBudgetError
 from .fileio import atomic_write
+from .batches import Batches, is_one_batch
 from .capture import select_output
 from .session import Session
 
@@ -240,21 +241,15 @@ def load_run(path: str, model: Optional[nn.Module] = None) -> Run:
 # the tracker
 # --------------------------------------------------------------------------------------------------
 
-def _device_batch(batch, device):
-    x, y = batch
-    mv = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
-    x = tuple(mv(a) for a in x) if isinstance(x, (tuple, list)) else \
-        {k: mv(v) for k, v in x.items()} if isinstance(x, dict) else mv(x)
-    return x, mv(y)
-
-
 class Tracker:
     """Record layer-wise curvature at checkpoints of your own training loop (see module docstring).
 
     Parameters
     ----------
     model, loss_fn : as for :class:`Session` (``loss_fn`` a batch mean).
-    eval_batch : (x, y), a fixed batch of training data on which curvature is measured.
+    eval_batch : (x, y), a fixed batch of training data on which curvature is measured, or a loader of
+        such batches (e.g. the whole training set, ``shuffle=False``): then spectra and losses are
+        those of the mean loss over all its samples.
     every : int period (record when ``step % every == 0``), an iterable of steps, or a predicate.
     test_batch : (x, y) for test loss/accuracy (or pass ``test_batch=`` to :meth:`step`).
     groups : parameter groups to track (default: every module that owns parameters, ``Session.groups``).
@@ -288,8 +283,10 @@ class Tracker:
         for p in parts:
             if p not in ("full", "gn", "tensor"):
                 raise HessExploreError(f"parts must be among 'full', 'gn', 'tensor', got {p!r}")
-        if not (isinstance(eval_batch, (tuple, list)) and len(eval_batch) == 2):
-            raise HessExploreError("eval_batch must be a pair (x, y) of training data")
+        if not is_one_batch(eval_batch) and (isinstance(eval_batch, (str, bytes, dict, torch.Tensor))
+                                             or not hasattr(eval_batch, "__iter__")):
+            raise HessExploreError("eval_batch must be a pair (x, y) of training data, or a loader of such "
+                                   "batches (the training set, without shuffling)")
         self.model, self.loss_fn, self.eval_batch, self.test_batch = model, loss_fn, eval_batch, test_batch
         if isinstance(every, int):
             if every < 1:
@@ -367,17 +364,18 @@ class Tracker:
         return rec
 
     def _losses(self, batch, prefix: str) -> dict:
+        """Mean loss (and accuracy for class labels) over a batch or a loader (sample-weighted)."""
         device = next(self.model.parameters()).device
-        x, y = _device_batch(batch, device)
+        loss, acc, n_acc = 0.0, 0.0, 0
         with torch.no_grad():
-            out = self.model(**x) if isinstance(x, dict) else self.model(*x) if isinstance(x, tuple) \
-                else self.model(x)
-            z = select_output(out, self.output)
-            loss = float(self.loss_fn(z, y))
-            acc = None
-            if z.dim() == 2 and isinstance(y, torch.Tensor) and y.dim() == 1 and not y.is_floating_point():
-                acc = float((z.argmax(dim=1) == y).to(torch.float64).mean())
-        return {f"{prefix}_loss": loss, f"{prefix}_acc": acc}
+            for b in Batches(batch, device, None):
+                z = select_output(self.model(*b.args, **b.kwargs), self.output)
+                y = b.targets
+                loss += b.weight * float(self.loss_fn(z, y))
+                if z.dim() == 2 and isinstance(y, torch.Tensor) and y.dim() == 1 and not y.is_floating_point():
+                    acc += float((z.argmax(dim=1) == y).to(torch.float64).sum())
+                    n_acc += b.n
+        return {f"{prefix}_loss": loss, f"{prefix}_acc": acc / n_acc if n_acc else None}
 
     def _measure(self, step: int, train_loss, test_batch, extra: dict) -> dict:
         if isinstance(train_loss, torch.Tensor):

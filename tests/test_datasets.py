@@ -101,3 +101,16 @@ def test_cancel_between_batches_leaves_the_session_usable():
         next(it)
     assert calls["n"] >= 2
     assert s.block("1", "3").shape == (8, 8)
+
+
+def test_tracker_on_a_training_set_loader_equals_one_concatenated_batch():
+    model, (x, y) = _model(), _data()
+    loader = DataLoader(TensorDataset(x, y), batch_size=7, shuffle=False)   # 7, 7, 7, 2
+    ta = hx.Tracker(model, CE, (x, y), every=1, groups=["3", "5"], coupling=False)
+    tb = hx.Tracker(model, CE, loader, every=1, groups=["3", "5"], coupling=False)
+    ra, rb = ta.record(0), tb.record(0)
+    assert abs(ra["eval_loss"] - rb["eval_loss"]) <= 1e-12 and abs(ra["eval_acc"] - rb["eval_acc"]) <= 1e-12
+    for g in ("3", "5"):
+        _, va = ta.run.series("lambda_max", group=g)
+        _, vb = tb.run.series("lambda_max", group=g)
+        assert abs(va[0] - vb[0]) <= 1e-10 * abs(va[0])
