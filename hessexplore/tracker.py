@@ -404,7 +404,7 @@ class Tracker:
             return {"names": groups, "space": space, "skipped": (
                 f"the groups hold {sum(dims):,} {'parameters' if space == 'parameter' else 'activations'}, over "
                 f"max_coupling_dim={self.max_coupling_dim:,}: the exact map was skipped; track pairs instead")}
-        cm = s.coupling_map(groups, space=space)
+        cm = s.coupling_map(groups, space=space, method="exact")   # the size check above decides, not "auto"
         out = {"names": groups, "space": space, "R": cm.R, "C": cm.C, "gap": cm.gap, "norm_gn": cm.norm_gn,
                "norm_tensor": cm.norm_tensor, "distance": cm.distance}
         phi = None
@@ -420,7 +420,7 @@ class Tracker:
     def _pair(self, s: Session, a: str, b: str) -> dict:
         space = self.space
         if max(s.dim(a, space), s.dim(b, space)) <= s.max_exact_dim:
-            cm = s.coupling_map([a, b], space=space)
+            cm = s.coupling_map([a, b], space=space, method="exact")
             return {"v": a, "w": b, "space": space, "method": "exact", "R": float(cm.R[0, 1]),
                     "C": float(cm.C[0, 1]), "gn_gap": float(cm.gap[0, 1]), "stderr": None}
         snap = None
