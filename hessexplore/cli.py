@@ -621,6 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the built-in models", description="List the built-in models.")
     m.set_defaults(func=cmd_models)
+
+    from .exp6 import add_subparser as _add_exp6   # the paper's Exp 6 (issue 12); lives in its own module
+    _add_exp6(sub)
     return p
 
 

@@ -79,7 +79,7 @@ DESCRIPTIONS: dict[str, str] = {
 #: the teaching notebooks, in reading order (``notebooks/`` in the repository)
 NOTEBOOKS = ("01_quickstart.ipynb", "02_relu_vs_smooth.ipynb", "03_skip_connections.ipynb",
              "04_branches_and_attention.ipynb", "05_spectra_through_training.ipynb",
-             "06_your_own_model.ipynb")
+             "06_your_own_model.ipynb", "07_resnet_exp6.ipynb")
 
 
 def notebooks_dir() -> Path | None:

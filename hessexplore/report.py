@@ -133,9 +133,13 @@ def analyze(session: Session, nodes: Optional[Sequence[str]] = None, *, space: s
             phi_value = 0.0 if groups else None
         elif not _disjoint(s, groups):
             notes.append("Φ skipped: the parameter groups overlap (Φ needs disjoint groups)")
-        elif total > PHI_MAX_PARAMS:
-            notes.append(f"Φ skipped: the groups hold {total:,} parameters, over {PHI_MAX_PARAMS:,} "
-                         "(its exact map costs one Hessian-vector product per parameter)")
+        elif total > PHI_MAX_PARAMS:      # too big for the exact map: shared-probe estimate (issue 12)
+            t0 = time.perf_counter()
+            phi_value = s.phi(groups, method="estimate", probes=32)
+            notes.append(f"Φ estimated: the groups hold {total:,} parameters, over {PHI_MAX_PARAMS:,} for the "
+                         f"exact map; Φ = {phi_value:.4g} ± {phi_value.stderr:.2g} (standard error, "
+                         f"{phi_value.probes} Hutchinson probes per group)")
+            timings["phi"] = time.perf_counter() - t0
         else:
             t0 = time.perf_counter()
             pm = None
@@ -245,7 +249,8 @@ def summary(a: Analysis) -> str:
     out = []
     rows = [[f"{cm.names[i]} / {cm.names[j]}", str(int(cm.distance[i, j])), _fmt(cm.R[i, j]), _fmt(cm.C[i, j]),
              _fmt(cm.D[i, j]), _fmt(cm.gap[i, j])] for i in range(n) for j in range(i, n)]
-    out.append(f"Hessian blocks between {n} nodes ({a.space} space, exact)")
+    how = "exact" if cm.method == "exact" else f"estimated, {cm.probes} probes per node, D not estimated"
+    out.append(f"Hessian blocks between {n} nodes ({a.space} space, {how})")
     out.append(table(["pair v / w", "d", "R", "C", "D", "GN-Gap"], rows))
     agg = cm.by_distance()
     if agg:

@@ -428,8 +428,8 @@ class Tracker:
             return {"names": groups, "space": space, "skipped": (
                 f"the groups hold {sum(dims):,} {'parameters' if space == 'parameter' else 'activations'}, over "
                 f"max_coupling_dim={self.max_coupling_dim:,}: the exact map was skipped; track pairs instead")}
-        try:
-            cm = s.coupling_map(groups, space=space)
+        try:   # the size check above decides, not "auto"
+            cm = s.coupling_map(groups, space=space, method="exact")
         except MemoryBudgetError as exc:    # refused up front: record why, keep the training loop going
             return {"names": groups, "space": space, "skipped": str(exc)}
         out = {"names": groups, "space": space, "R": cm.R, "C": cm.C, "gap": cm.gap, "norm_gn": cm.norm_gn,
@@ -447,7 +447,7 @@ class Tracker:
     def _pair(self, s: Session, a: str, b: str) -> dict:
         space = self.space
         if max(s.dim(a, space), s.dim(b, space)) <= s.max_exact_dim:
-            cm = s.coupling_map([a, b], space=space)
+            cm = s.coupling_map([a, b], space=space, method="exact")
             return {"v": a, "w": b, "space": space, "method": "exact", "R": float(cm.R[0, 1]),
                     "C": float(cm.C[0, 1]), "gn_gap": float(cm.gap[0, 1]), "stderr": None}
         snap = None

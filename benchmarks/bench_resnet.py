@@ -1,0 +1,222 @@
+"""ResNet-18 (torchvision replica, CIFAR stem, 32×32, batch 4): hessexplore against plain autograd, one process.
+
+(1) Per-probe cost of the streaming estimator for one activation-space block (v, w): per probe
+    H_vw t, H_ww t, H_vv s and GN_vw t, GN_ww t, GN_vv s (what R, C and GN-Gap need).  Plain recipe,
+    like for like: the forward and first backward recorded once (create_graph) with forward hooks
+    adding shared δ_v, δ_w, then per probe plain double backwards (no vmap, no batching) and the
+    double-vjp trick for J t.  Reported: seconds per probe, the ratio, and per-probe cost in units of
+    one forward+backward of the model on the batch.
+(2) Exact block columns/s: the first N columns of H_{·,w} and its GN part (rows of v and w) by
+    hessexplore's batched sweeps (stateless forward-over-reverse, which exact maps use, and the
+    recorded double-backward operator) against a plain loop of double backwards per column on a
+    recorded graph.
+(3) Time to the first map cell over the stage outputs: exact (streams within a node) and estimated.
+(4) Peak RSS (ru_maxrss, process-wide and monotone) after each stage.
+
+Runs alternate the implementations, repeat, and report medians and ratios.  One thread unless
+--threads.  Usage: python benchmarks/bench_resnet.py [--width 64] [--repeats 3] [--probes 8] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import hessexplore as hx
+from hessexplore import models
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make(width: int, batch: int, size: int, device, seed: int = 0):
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    m = models.randomize_batchnorm(models.ResNet18(num_classes=10, width=width), g).to(device)
+    x = torch.randn(batch, 3, size, size, generator=g).to(device)
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)
+    return m, nn.CrossEntropyLoss(), x, y
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class PlainRecipe:
+    """Recorded forward + first backward with hooks adding shared δ at two modules; plain double backwards."""
+
+    def __init__(self, model, loss_fn, x, y, v_mod, w_mod, v_shape, w_shape):
+        dev, dt = x.device, x.dtype
+        self.dv = torch.zeros(v_shape, device=dev, dtype=dt, requires_grad=True)
+        self.dw = torch.zeros(w_shape, device=dev, dtype=dt, requires_grad=True)
+        hooks = [v_mod.register_forward_hook(lambda m, i, o: o + self.dv),
+                 w_mod.register_forward_hook(lambda m, i, o: o + self.dw)]
+        try:
+            self.z = model(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        loss = loss_fn(self.z, y)
+        self.gv, self.gw = torch.autograd.grad(loss, (self.dv, self.dw), create_graph=True)
+        self.zl = self.z.detach().requires_grad_(True)
+        (self.gz,) = torch.autograd.grad(loss_fn(self.zl, y), self.zl, create_graph=True)
+        self.u = torch.zeros_like(self.z, requires_grad=True)
+        self.jtu_v, self.jtu_w = torch.autograd.grad(self.z, (self.dv, self.dw), self.u, create_graph=True)
+
+    def probe(self, t, s):
+        """(H_vw t, H_ww t, H_vv s, GN_vw t, GN_ww t, GN_vv s) by single double backwards."""
+        Hvw_t, Hww_t = torch.autograd.grad(self.gw, (self.dv, self.dw), t, retain_graph=True)
+        (Hvv_s,) = torch.autograd.grad(self.gv, self.dv, s, retain_graph=True)
+        (Jw_t,) = torch.autograd.grad(self.jtu_w, self.u, t, retain_graph=True)
+        (Hz_w,) = torch.autograd.grad(self.gz, self.zl, Jw_t, retain_graph=True)
+        Gvw_t, Gww_t = torch.autograd.grad(self.z, (self.dv, self.dw), Hz_w, retain_graph=True)
+        (Jv_s,) = torch.autograd.grad(self.jtu_v, self.u, s, retain_graph=True)
+        (Hz_v,) = torch.autograd.grad(self.gz, self.zl, Jv_s, retain_graph=True)
+        (Gvv_s,) = torch.autograd.grad(self.z, self.dv, Hz_v, retain_graph=True)
+        return Hvw_t, Hww_t, Hvv_s, Gvw_t, Gww_t, Gvv_s
+
+    def column(self, j):
+        """Column j of H_{·,w} and of its GN part (what an exact sweep yields): plain double backwards."""
+        e = torch.zeros_like(self.dw).view(-1)
+        e[j] = 1
+        e = e.view_as(self.dw)
+        H = torch.autograd.grad(self.gw, (self.dv, self.dw), e, retain_graph=True)
+        (Jw_e,) = torch.autograd.grad(self.jtu_w, self.u, e, retain_graph=True)
+        (Hz,) = torch.autograd.grad(self.gz, self.zl, Jw_e, retain_graph=True)
+        G = torch.autograd.grad(self.z, (self.dv, self.dw), Hz, retain_graph=True)
+        return H, G
+
+
+def timed(fn, device):
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t0, out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--width", type=int, default=64, help="base width (64 = ResNet-18)")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--probes", type=int, default=8)
+    ap.add_argument("--columns", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quick", action="store_true", help="width 16, 2 repeats")
+    a = ap.parse_args()
+    if a.quick:
+        a.width, a.repeats = 16, 2
+    torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    model, loss_fn, x, y = make(a.width, a.batch, a.size, device)
+    nparams = sum(p.numel() for p in model.parameters())
+    v, w = "layer3", "layer4"
+    print(f"ResNet-18 replica width {a.width} ({nparams:,} parameters), batch {a.batch}, {a.size}×{a.size}, "
+          f"{a.threads} thread(s), {device}; block ({v}, {w}); RSS {rss_mb():.0f} MB")
+
+    # one forward+backward: the unit
+    def fb():
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+    fb()
+    t_fb = statistics.median(timed(fb, device)[0] for _ in range(max(3, a.repeats)))
+    print(f"one forward+backward: {1e3 * t_fb:.1f} ms")
+
+    s = hx.Session(model, loss_fn, (x, y), check_loss=False)
+    sv, sw = s.node(v).shape, s.node(w).shape
+    plain = PlainRecipe(model, loss_fn, x, y, getattr(model, v), getattr(model, w), sv, sw)
+    print(f"  d_v = {s.dim(v):,}, d_w = {s.dim(w):,}; RSS after recording {rss_mb():.0f} MB")
+
+    # (1) per-probe cost ---------------------------------------------------------------------------
+    P = a.probes
+    g = torch.Generator().manual_seed(0)
+    T = (2 * torch.randint(0, 2, (P,) + tuple(sw), generator=g) - 1).to(device, x.dtype)
+    S = (2 * torch.randint(0, 2, (P,) + tuple(sv), generator=g) - 1).to(device, x.dtype)
+
+    def run_plain():
+        for i in range(P):
+            plain.probe(T[i], S[i])
+
+    def run_hx(batch):
+        def f():
+            for _ in s.estimate(v, w, probes=P, batch_size=batch, krylov=False, seed=0):
+                pass
+        return f
+
+    list(s.estimate(v, w, probes=1, batch_size=1, krylov=False))       # record the graph once
+    rows = {"plain loop": [], "hessexplore batch 1": [], f"hessexplore batch {min(P, 8)}": []}
+    for _ in range(a.repeats):
+        rows["plain loop"].append(timed(run_plain, device)[0] / P)
+        rows["hessexplore batch 1"].append(timed(run_hx(1), device)[0] / P)
+        rows[f"hessexplore batch {min(P, 8)}"].append(timed(run_hx(min(P, 8)), device)[0] / P)
+    base = statistics.median(rows["plain loop"])
+    print(f"(1) per probe (H and GN products for R, C, GN-Gap), median of {a.repeats}:")
+    for k, vals in rows.items():
+        m = statistics.median(vals)
+        print(f"    {k:<22} {1e3 * m:9.1f} ms  = {m / t_fb:5.2f} fwd+bwd   ratio to plain {m / base:5.2f}")
+    print(f"    RSS {rss_mb():.0f} MB")
+
+    # (2) exact columns/s ----------------------------------------------------------------------------
+    N = min(a.columns, s.dim(w))
+    atoms = [s.node(v).name, s.node(w).name]
+    ops = {"fwd-over-rev": s.operator(atoms, "activation"),
+           "recorded": s.operator(atoms, "activation", mode="double-backward")}
+
+    def plain_cols():
+        for j in range(N):
+            plain.column(j)
+
+    # restrict the hessexplore sweep to N columns by a view of the operator's dims
+    def hx_first_n(chunk, mode):
+        def f():
+            it = ops[mode].iter_dense_columns([atoms[1]], atoms, chunk)
+            done = 0
+            for _, k, _ in it:
+                done += k
+                if done >= N:
+                    break
+        return f
+
+    cols = {"plain loop": []}
+    variants = [(mode, c) for mode in ops for c in (1, 8, N)]
+    for mode, c in variants:
+        cols[f"hx {mode} chunk {c}"] = []
+    hx_first_n(1, "recorded")()                                  # record the graph once
+    for _ in range(a.repeats):
+        cols["plain loop"].append(N / timed(plain_cols, device)[0])
+        for mode, c in variants:
+            cols[f"hx {mode} chunk {c}"].append(N / timed(hx_first_n(c, mode), device)[0])
+    base = statistics.median(cols["plain loop"])
+    print(f"(2) exact columns of H_(·,{w}) per second (first {N} columns, all rows):")
+    for k, vals in cols.items():
+        m = statistics.median(vals)
+        print(f"    {k:<28} {m:9.2f} col/s   ratio to plain {m / base:5.2f}")
+    print(f"    RSS {rss_mb():.0f} MB")
+
+    # (3) time to the first map cell -----------------------------------------------------------------
+    stages = list(models.RESNET_STAGES)
+    s_big = hx.Session(model, loss_fn, (x, y), check_loss=False, max_exact_dim=1 << 30)
+    t0 = time.perf_counter()
+    first = next(iter(s_big.iter_coupling_map(stages, method="exact", first_chunk=8)))
+    t_exact = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    est = next(iter(s.iter_coupling_map(stages, method="estimate", probes=8, batch_size=8)))
+    t_est = time.perf_counter() - t0
+    print(f"(3) first map cell over {len(stages)} stages ({sum(s.dim(n) for n in stages):,} columns in all): "
+          f"exact {t_exact:.1f} s ({first.columns_done} of {first.columns_total:,} columns swept, partial "
+          f"norms), estimate {t_est:.1f} s (a full map of 8 probes per stage, auto chooses "
+          f"{s._map_method(stages, 'activation', 'auto')!r})")
+    print(f"    RSS {rss_mb():.0f} MB (peak of the whole process)")
+
+
+if __name__ == "__main__":
+    main()
