@@ -69,6 +69,10 @@ function render({ model, el }) {
       collapsed = toggleCollapsed(collapsed, name);
       graph.setCollapsed(collapsed);
     },
+    onExpand(names) {
+      collapsed = new Set([...collapsed].filter((c) => !names.includes(c)));
+      graph.setCollapsed(collapsed);
+    },
     onSelf() {
       const sel = selection();
       if (sel.v) compute(setSelection({ w: sel.v }));
