@@ -28,14 +28,33 @@ export function add(el, ...children) {
   return append(el, children);
 }
 
-/** HTML element: h("div", {class: "x", onclick: fn}, child, "text", ...) */
-export function h(tag, attrs, ...children) {
-  return append(apply(document.createElement(tag), attrs), children);
+const FOCUSABLE = new Set(["button", "input", "select", "textarea", "a"]);
+
+/**
+ * Mark an element that can take focus so that notebook shortcuts do not fire while it has it.
+ * Lumino (JupyterLab, Notebook 7) matches a shortcut's selector walking up from the focused
+ * element and stops only at an element carrying `data-lm-suppress-shortcuts`; the focused
+ * element itself matches `.jp-Notebook.jp-mod-commandMode :focus`, so the attribute on the
+ * widget's root is never reached — it must sit on every focusable element.
+ */
+export function suppressShortcuts(el) {
+  el.setAttribute("data-lm-suppress-shortcuts", "true");
+  return el;
 }
 
-/** SVG element. */
+function guard(el, tag, attrs) {
+  if (FOCUSABLE.has(tag) || (attrs && attrs.tabindex !== undefined && attrs.tabindex !== null)) suppressShortcuts(el);
+  return el;
+}
+
+/** HTML element: h("div", {class: "x", onclick: fn}, child, "text", ...); focusable ones suppress notebook shortcuts. */
+export function h(tag, attrs, ...children) {
+  return append(guard(apply(document.createElement(tag), attrs), tag, attrs), children);
+}
+
+/** SVG element (focusable ones, with a tabindex, suppress notebook shortcuts). */
 export function s(tag, attrs, ...children) {
-  return append(apply(document.createElementNS(SVG_NS, tag), attrs), children);
+  return append(guard(apply(document.createElementNS(SVG_NS, tag), attrs), tag, attrs), children);
 }
 
 export function clear(el) {

@@ -551,5 +551,6 @@ function inlineStyles(src, dst) {
     const decl = STYLE_PROPS.map((p) => `${p}:${cs.getPropertyValue(p)}`).join(";");
     b[i].setAttribute("style", decl);
     b[i].removeAttribute("tabindex");
+    b[i].removeAttribute("data-lm-suppress-shortcuts");
   }
 }

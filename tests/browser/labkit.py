@@ -24,8 +24,13 @@ def shoot(page, name: str, widget: bool = True) -> Path:
 
 
 def wait_idle(page, timeout: float = 90) -> None:
-    """The status bar (not only the toolbar indicator) reads "Idle": the kernel is up."""
-    page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\bIdle\b")).first.wait_for(timeout=timeout * 1000)
+    """The kernel is up: JupyterLab's status bar (not only the toolbar indicator) reads "Idle";
+    Notebook 7 (no status bar) shows an idle kernel indicator in its toolbar."""
+    if page.locator("#jp-main-statusbar").count():
+        page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\bIdle\b")).first.wait_for(timeout=timeout * 1000)
+        return
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
+                 ".jp-DebuggerBugButton, .jp-KernelStatus-success").first.wait_for(timeout=timeout * 1000)
 
 
 def run_cell(page, index: int, *, wait_done: bool = True, timeout: float = 120) -> None:
