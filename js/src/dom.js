@@ -153,3 +153,20 @@ export function placeTooltip(tip, container, clientX, clientY, offset = 14) {
   tip.style.left = Math.round(x) + "px";
   tip.style.top = Math.round(y) + "px";
 }
+
+/**
+ * "From an earlier pick" marker of a panel: `set(section, current, text)` toggles the panel's
+ * `hx-stale` class and `data-hx-current` attribute and shows `text` in a banner while stale.
+ */
+export function staleBanner() {
+  const el = h("div", { class: "hx-stale-banner", "data-hx-stale": "", hidden: true, role: "note" });
+  return {
+    el,
+    set(section, current, text) {
+      section.classList.toggle("hx-stale", !current);
+      section.setAttribute("data-hx-current", current ? "true" : "false");
+      el.hidden = current;
+      el.textContent = current ? "" : text;
+    },
+  };
+}

@@ -1,6 +1,6 @@
 // Live metric cards (value ± stderr with a sparkline of the running estimate).
 
-import { h, s } from "./dom.js";
+import { h, s, staleBanner } from "./dom.js";
 import { valueErrCandidates, formatValueErr, metricEntry, toNumber } from "./codec.js";
 
 export const METRICS = [
@@ -109,9 +109,10 @@ export function createMetricsPanel() {
     cards.set(def.name, c);
     grid.append(c.el);
   }
-  const el = h("section", { class: "hx-panel hx-metrics-panel" },
+  const stale = staleBanner();
+  const el = h("section", { class: "hx-panel hx-metrics-panel", "data-hx-panel": "metrics" },
     h("div", { class: "hx-panel-head" }, h("span", { class: "hx-panel-title" }, "Metrics"), sub),
-    h("div", { class: "hx-panel-body" }, grid));
+    stale.el, h("div", { class: "hx-panel-body" }, grid));
   // cards change width with the output area: pick the form that fits again
   let lastW = -1;
   const ro = typeof ResizeObserver === "function" ? new ResizeObserver(() => {
@@ -178,6 +179,8 @@ export function createMetricsPanel() {
       }));
     },
     subtitle: () => (sub.textContent === "pick two nodes" ? "" : sub.textContent),
+    /** Mark the cards as the current pick's or an earlier one's (banner `text`). */
+    setCurrent(current, text) { stale.set(el, current, text); },
     destroy() { if (ro) ro.disconnect(); },
   };
 }

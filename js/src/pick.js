@@ -63,3 +63,26 @@ export function metricsSource(estimate, block) {
   }
   return null;
 }
+
+/** The pair a panel shows, "H[v, w] (space)". */
+export function pairText(v, w, space) {
+  return `H[${v}, ${w ?? v}]${space ? ` (${space})` : ""}`;
+}
+
+/**
+ * Is a panel's pair the current pick? `shown` = {v, w, space} of the block / metrics, or for
+ * the spectrum {node, group}. The current pick is the `selection` trait: a panel whose pair
+ * differs (another pair, another space, or a pick in progress) is from an earlier pick.
+ * A spectrum asked for by group (node null) is current unless another pair is picked.
+ */
+export function isCurrent(shown, sel) {
+  if (!shown) return false;
+  const s = { ...DEFAULT_SELECTION, ...(sel || {}) };
+  if ("group" in shown && !("v" in shown)) {
+    const target = shown.node ?? shown.group;
+    if (shown.node == null && s.v == null) return true;
+    return s.v === target && (s.w ?? null) === target;
+  }
+  const space = shown.space || "activation";
+  return s.v === shown.v && (s.w ?? null) === (shown.w ?? null) && s.space === space;
+}

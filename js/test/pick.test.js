@@ -42,3 +42,17 @@ test("metric cards follow the newest job; exact blocks carry no stderr", () => {
   assert.equal(starting.source, "stream");
   assert.deepEqual(starting.metrics, {});
 });
+
+test("isCurrent: a panel is current only for the picked pair, in the picked space", async () => {
+  const { isCurrent } = await import("../src/pick.js");
+  const sel = { v: "a", w: "b", space: "activation" };
+  assert.equal(isCurrent({ v: "a", w: "b", space: "activation" }, sel), true);
+  assert.equal(isCurrent({ v: "a", w: "b", space: "parameter" }, sel), false);
+  assert.equal(isCurrent({ v: "b", w: "a", space: "activation" }, sel), false, "H[b, a] is another block");
+  assert.equal(isCurrent({ v: "a", w: "b" }, { v: "a", w: null }), false, "a pick in progress");
+  assert.equal(isCurrent({ node: "c", group: "c" }, { v: "c", w: "c" }), true);
+  assert.equal(isCurrent({ node: "c", group: "c" }, sel), false);
+  assert.equal(isCurrent({ node: null, group: "g" }, { v: null, w: null }), true, "asked from Python by group");
+  assert.equal(isCurrent({ node: null, group: "g" }, sel), false);
+  assert.equal(isCurrent(null, sel), false);
+});

@@ -62,6 +62,14 @@ def run_cell(page, index: int, *, wait_done: bool = True, timeout: float = 120) 
 def open_notebook(page, lab, name: str, cells: list[str]) -> None:
     page.goto(lab.notebook(name, cells))
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+    # Notebook 7 may still ask which kernel to start (the kernelspec is preselected): accept it
+    accept = page.locator(".jp-Dialog .jp-mod-accept")
+    deadline = time.monotonic() + (4 if getattr(lab, "app", "lab") == "notebook" else 0)
+    while time.monotonic() < deadline:
+        if accept.count():
+            accept.first.click()
+            break
+        time.sleep(0.2)
     wait_idle(page)
 
 

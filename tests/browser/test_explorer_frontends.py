@@ -78,3 +78,57 @@ def test_notebook_shortcuts_never_fire_inside_the_widget(page, frontend):
     assert bare == [], bare
     shoot(page, f"i10-1-keys-{frontend.app}")
     assert not page.hx_errors, page.hx_errors
+
+
+def current(page, panel: str) -> str | None:
+    return page.locator(f'[data-hx-panel="{panel}"]').first.get_attribute("data-hx-current")
+
+
+def banner(page, panel: str) -> str:
+    return page.locator(f'[data-hx-panel="{panel}"] [data-hx-stale]').first.inner_text()
+
+
+def test_panels_never_show_a_stale_pick_and_export_writes_what_is_current(page, frontend):
+    start(page, frontend, f"stale-{frontend.app}.ipynb")
+    page.locator('[data-hx-mode="exact"]').first.click()
+    for node in ("blocks.1.0", "blocks.1.0"):                  # diagonal: block, then its local spectrum
+        page.locator(f'[data-hx-node="{node}"]').first.click()
+    wait_status(page, "done", "spectrum")
+    assert current(page, "block") == "true" and current(page, "spectrum") == "true"
+    assert current(page, "metrics") == "true"
+    # a new pick starts: everything on screen is from the earlier pick, and says so
+    page.locator('[data-hx-node="blocks.0.1"]').first.click()
+    page.wait_for_function("() => document.querySelector('[data-hx-panel=\"block\"]').dataset.hxCurrent === 'false'")
+    assert current(page, "spectrum") == "false" and current(page, "metrics") == "false"
+    assert "H[blocks.1.0, blocks.1.0]" in banner(page, "block")
+    assert "current pick is H[blocks.0.1, …]" in banner(page, "block")
+    shoot(page, f"i10-2-stale-{frontend.app}")
+    # stream another pair: the metrics are current, the old block and spectrum still say they are not
+    page.locator('[data-hx-mode="stream"]').first.click()
+    box = page.locator('[data-hx-control="probes"]').first
+    box.fill("40")
+    box.press("Enter")
+    page.locator('[data-hx-node="head"]').first.click()
+    wait_status(page, "done", "estimate")
+    assert current(page, "metrics") == "true"
+    assert current(page, "block") == "false" and current(page, "spectrum") == "false"
+    assert "H[blocks.1.0, blocks.1.0] (activation)" in banner(page, "block")
+    # Export: the kernel writes both files next to the notebook and the page says where
+    page.locator('[data-hx-action="export"]').first.click()
+    note = page.locator("[data-hx-export-result]").first
+    page.wait_for_function("() => document.querySelector('[data-hx-export-result]').textContent.startsWith('Saved')",
+                           timeout=30_000)
+    text = note.inner_text()
+    assert str(frontend.root) in text.replace("\n", ""), text
+    title = note.get_attribute("data-hx-export-title")
+    assert title.startswith("hessexplore · H[blocks.0.1, head] (activation)\nstreamed · 40/40 probes"), title
+    assert "…" not in title and "block of an earlier pick left out" in title
+    written = sorted(p.name for p in frontend.root.glob("hessexplore-*"))
+    assert len(written) == 2 and written[0].startswith("hessexplore-graph-") and written[0].endswith(".svg"), written
+    png = next(frontend.root.glob("hessexplore-panels-*.png")).read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    assert b"<svg" in next(frontend.root.glob("hessexplore-graph-*.svg")).read_bytes()[:400]
+    shoot(page, f"i10-2-exported-{frontend.app}")
+    for f in frontend.root.glob("hessexplore-*"):
+        f.unlink()
+    assert not page.hx_errors, page.hx_errors
