@@ -32,6 +32,7 @@ from .results import Block, CouplingMap
 from .session import Session
 from . import widget_protocol as proto
 from . import widget_export
+from .widget_format import format_value_err
 from .widget_protocol import MAX_PROBES, MESSAGE_TYPES, MODES, PROTOCOL, ProtocolError  # noqa: F401 - public names
 
 STATIC = Path(__file__).parent / "static"
@@ -183,7 +184,8 @@ def _spectrum_progress(sp, steps: int, probes: int) -> float:
     """0..1 through a streaming spectrum: Lanczos steps, then SLQ probes (halves for lanczos+slq)."""
     if sp.done:
         return 1.0
-    lz = min(sp.lanczos_iterations / max(steps, 1), 0.99)
+    # a converged Lanczos stage is complete whatever its step budget (10/200 steps is not 5 %)
+    lz = 1.0 if sp.converged else min(sp.lanczos_iterations / max(steps, 1), 0.99)
     slq = min((sp.slq.num_probes if sp.slq is not None else 0) / max(probes, 1), 0.99)
     if sp.method == "lanczos":
         return lz
@@ -279,6 +281,9 @@ class Explorer(anywidget.AnyWidget):
         g = s.graph.to_json() if s.graph is not None else {"nodes": [], "edges": [], "modules": [],
                                                             "batch_size": s.batch_size}
         g["groups"] = s.groups
+        # the kernel's limits, so the page validates its inputs with them
+        g["limits"] = {"probes": [1, MAX_PROBES], "rel_ci": [0, 1], "max_exact_dim": s.max_exact_dim,
+                       "name": proto.MAX_NAME}
         g["device"] = str(s.device)
         g["dtype"] = str(s.dtype).replace("torch.", "")
         g.setdefault("batch_size", s.batch_size)
@@ -542,7 +547,7 @@ class Explorer(anywidget.AnyWidget):
             return f"H[{v}, {w}] ({space}) · no probes"
         early = f" (target ±{100 * rel_ci:.3g} % reached)" if rel_ci is not None and snap.probes < probes else ""
         R = snap.resonance
-        return f"H[{v}, {w}] ({space}) · {snap.probes} probes{early} · R = {R.value:.4g} ± {R.stderr:.2g}"
+        return f"H[{v}, {w}] ({space}) · {snap.probes} probes{early} · R = {format_value_err(R.value, R.stderr)}"
 
     def _run_map(self, ctx: JobContext, nodes, space: str) -> str:
         cm = None

@@ -136,3 +136,28 @@ def test_export_into_a_missing_folder_reports_the_error(session, monkeypatch, tm
     out = wait_exported(w, 1)
     assert out["files"] == [] and "could not write hessexplore-p.png" in out["error"]
     w.close()
+
+
+def test_graph_carries_the_kernels_limits(widget):
+    lim = widget.graph["limits"]
+    assert lim["probes"] == [1, proto.MAX_PROBES] == [1, 1_000_000]
+    assert lim["rel_ci"] == [0, 1] and lim["max_exact_dim"] == widget.session.max_exact_dim
+
+
+def test_a_converged_lanczos_stage_counts_as_complete():
+    from types import SimpleNamespace
+    from hessexplore.widget import _spectrum_progress
+    sp = SimpleNamespace(done=False, converged=True, lanczos_iterations=10, method="lanczos+slq", stage="lanczos",
+                         slq=None)
+    assert _spectrum_progress(sp, 200, 16) == 0.5             # not 10/200 of the first half
+    assert _spectrum_progress(SimpleNamespace(**{**vars(sp), "method": "lanczos"}), 200, 16) == 1.0
+    busy = SimpleNamespace(**{**vars(sp), "converged": False})
+    assert _spectrum_progress(busy, 200, 16) == pytest.approx(0.5 * 10 / 200)
+
+
+def test_status_line_uses_the_pages_number_format(widget):
+    send(widget, compute("blocks.0", "blocks.1", probes=16))
+    msg = widget.status["message"]
+    R = widget.result.resonance
+    from hessexplore.widget_format import format_value_err
+    assert msg.endswith(f"R = {format_value_err(R.value, R.stderr)}") and "e-0" not in msg

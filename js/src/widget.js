@@ -14,7 +14,7 @@ import { createSpectrumPanel } from "./spectrumpanel.js";
 import { createReplayBar } from "./replaybar.js";
 import { createToolbar, createStatusLine } from "./controls.js";
 import { download, panelsCanvas, canvasToBlob } from "./exporter.js";
-import { PROTOCOL, DEFAULT_SELECTION, pickNext, computeMessage, metricsSource, isCurrent, pairText } from "./pick.js";
+import { PROTOCOL, DEFAULT_SELECTION, pickNext, computeMessage, metricsSource, isCurrent, pairText, withSpectrum } from "./pick.js";
 
 const TRAITS = ["graph", "selection", "status", "estimate", "block", "coupling_map", "spectrum", "run", "exported"];
 
@@ -37,6 +37,8 @@ function render({ model, el }) {
     return next;
   };
   const compute = (sel) => {
+    // a probes / CI field the user is fixing blocks the compute (it would use a stale value)
+    if (sel.mode !== "exact" && toolbar.invalid()) return;
     const msg = computeMessage(sel);
     if (msg) model.send(msg);
   };
@@ -120,11 +122,12 @@ function render({ model, el }) {
     const g = get("graph");
     if (g === lastGraph) return;
     lastGraph = g;
+    toolbar.setLimits(g && g.limits);
     collapsed = g && Array.isArray(g.nodes) ? defaultCollapsed(g) : new Set();
     graph.setGraph(g, collapsed);
     graph.setSelection(selection());
   }
-  const applyMetrics = () => metrics.update(metricsSource(get("estimate"), get("block")));
+  const applyMetrics = () => metrics.update(withSpectrum(metricsSource(get("estimate"), get("block")), get("spectrum")));
   // Panels of another pair than the current pick say so (and Export leaves them out).
   const now = () => {
     const sel = selection();
@@ -165,7 +168,11 @@ function render({ model, el }) {
       sched.schedule("currency", applyCurrency);
     },
     "change:coupling_map": () => sched.schedule("map", () => map.setMap(get("coupling_map"))),
-    "change:spectrum": () => { sched.schedule("spectrum", () => spectrum.setSpectrum(get("spectrum"))); sched.schedule("currency", applyCurrency); },
+    "change:spectrum": () => {
+      sched.schedule("spectrum", () => spectrum.setSpectrum(get("spectrum")));
+      sched.schedule("metrics", applyMetrics);
+      sched.schedule("currency", applyCurrency);
+    },
     "change:run": () => sched.schedule("run", () => replay.setRun(get("run"))),
     "change:exported": () => sched.schedule("exported", applyExported),
   };
