@@ -132,3 +132,144 @@ def test_panels_never_show_a_stale_pick_and_export_writes_what_is_current(page, 
     for f in frontend.root.glob("hessexplore-*"):
         f.unlink()
     assert not page.hx_errors, page.hx_errors
+
+
+RESNET = """\
+import torch, hessexplore as hx
+from torch import nn
+torch.manual_seed(0)
+
+class BasicBlock(nn.Module):          # torchvision's, with its reused ReLU
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                           if stride != 1 or cin != cout else None)
+    def forward(self, x):
+        idt = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + idt)
+
+class ResNet(nn.Module):
+    def __init__(self, w=4):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, w, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        self.relu = nn.ReLU()
+        chans = [w, w, 2 * w, 2 * w, 2 * w]
+        for i in range(1, 5):
+            stride = 1 if i == 1 else 2 if i < 4 else 1
+            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(chans[i - 1], chans[i], stride), BasicBlock(chans[i], chans[i])))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * w, 3)
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+model = ResNet().eval()
+x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))
+w = hx.explore(model, nn.CrossEntropyLoss(), (x, y))
+print(len(w.graph["nodes"]), "nodes")
+w"""
+
+
+def viewport_scale(page) -> float:
+    t = page.locator(".hx-viewport").first.get_attribute("transform")
+    return float(t.split("scale(")[1].rstrip(")"))
+
+
+def test_big_graph_fits_scrolls_collapses_by_shape_and_finds(page, frontend):
+    start(page, frontend, f"resnet-{frontend.app}.ipynb", [RESNET])
+    n_nodes = int(page.locator(".jp-OutputArea-output").first.inner_text().split()[0])
+    assert n_nodes > 40
+    # ResNet's stages have no trailing index: they are grouped by shape, drawn collapsed
+    for s in range(1, 5):
+        page.locator(f'[data-hx-node="layer{s}"].hx-collapsed').wait_for()
+    assert int(page.locator(".hx-graph-panel").get_attribute("data-hx-visible-nodes")) <= 40
+    for s in range(1, 5):                                         # expand everything, stage by stage
+        page.locator(f'[data-hx-toggle="layer{s}"]').first.click()
+    while page.locator(".hx-collapsed [data-hx-toggle]").count():
+        page.locator(".hx-collapsed [data-hx-toggle]").first.click()
+    assert int(page.locator(".hx-graph-panel").get_attribute("data-hx-visible-nodes")) == n_nodes
+    # ⤢ fits the whole graph, height included
+    page.locator('[data-hx-action="fit"]').first.click()
+    area = page.locator(".hx-graph").first.bounding_box()
+    drawn = page.locator(".hx-viewport").first.bounding_box()
+    assert drawn["height"] <= area["height"] + 1 and drawn["width"] <= area["width"] + 1, (drawn, area)
+    shoot(page, f"i10-3-fit-{frontend.app}")
+    # the plain wheel scrolls, it does not zoom; Ctrl + wheel zooms
+    page.locator('[data-hx-action="zoom-in"]').first.click()
+    page.locator('[data-hx-action="zoom-in"]').first.click()
+    k = viewport_scale(page)
+    box = page.locator(".hx-graph").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    top0 = page.evaluate("document.querySelector('.hx-graph').scrollTop")
+    page.mouse.wheel(0, 300)
+    time.sleep(0.3)
+    assert viewport_scale(page) == k
+    assert page.evaluate("document.querySelector('.hx-graph').scrollTop") > top0
+    page.keyboard.down("Control")
+    page.mouse.wheel(0, -200)
+    page.keyboard.up("Control")
+    time.sleep(0.3)
+    assert viewport_scale(page) > k
+    # collapse again, then find a node inside a collapsed stage by name
+    page.locator('[data-hx-toggle="layer3"]').first.click()
+    page.locator('[data-hx-node="layer3"].hx-collapsed').wait_for()
+    search = page.locator('[data-hx-control="search"]').first
+    search.fill("layer3.1.conv2")
+    search.press("Enter")
+    found = page.locator('[data-hx-node="layer3.1.conv2"]')
+    found.wait_for()
+    assert "hx-found" in found.first.get_attribute("class")
+    nb = found.first.bounding_box()
+    area = page.locator(".hx-graph").first.bounding_box()
+    assert area["y"] <= nb["y"] and nb["y"] + nb["height"] <= area["y"] + area["height"], "scrolled into view"
+    assert page.locator("[data-hx-search-count]").first.inner_text() == "1/1"
+    shoot(page, f"i10-3-search-{frontend.app}")
+    assert not page.hx_errors, page.hx_errors
+
+
+def test_inputs_are_checked_in_the_page_with_the_kernels_limits(page, frontend):
+    start(page, frontend, f"inputs-{frontend.app}.ipynb")
+    probes = page.locator('[data-hx-control="probes"]').first
+    err = page.locator("[data-hx-field-error]").first
+    for typed, needle in (("5000000", "at most 1,000,000, the kernel's limit"), ("0", "at least 1"),
+                          ("2.5", "whole number"), ("", "type a whole number")):
+        probes.fill(typed)
+        probes.press("Enter")
+        err.wait_for(state="visible")
+        assert needle in err.inner_text(), err.inner_text()
+        assert probes.get_attribute("aria-invalid") == "true"
+        assert probes.input_value() == typed, "what was typed stays to be fixed"
+    # a pick while the field is wrong starts nothing
+    page.locator('[data-hx-node="blocks.0.1"]').first.click()
+    page.locator('[data-hx-node="blocks.1.1"]').first.click()
+    time.sleep(1.0)
+    assert status(page) == "idle"
+    shoot(page, f"i10-6-invalid-{frontend.app}")
+    probes.fill("1000000")
+    probes.press("Enter")
+    err.wait_for(state="hidden")
+    assert page.evaluate("() => JSON.stringify(document.querySelector('[data-hx-control=\"probes\"]').value)") == '"1000000"'
+    ci = page.locator('[data-hx-control="rel_ci"]').first
+    ci.fill("250")
+    ci.press("Enter")
+    err.wait_for(state="visible")
+    assert "at most 100 %" in err.inner_text()
+    ci.fill("20")
+    ci.press("Enter")
+    err.wait_for(state="hidden")
+    # the kernel's limit itself is accepted and runs (target ±20 % stops it early)
+    page.locator('[data-hx-node="blocks.0.1"]').first.click()
+    page.locator('[data-hx-node="blocks.1.1"]').first.click()
+    wait_status(page, "done", "estimate", 120)
+    msg = page.locator(".hx-status-msg").first.inner_text()
+    assert "target ±20 % reached" in msg, msg
+    assert not page.hx_errors, page.hx_errors
