@@ -309,7 +309,9 @@ class Explorer(anywidget.AnyWidget):
     def _dispatch(self, content) -> int | None:
         t = proto.check_envelope(content)
         if t == "cancel":
-            job = self._runner.cancel()
+            sent = content.get("sent_at")     # page's clock (ms since the epoch): measures the message path
+            ok = isinstance(sent, (int, float)) and not isinstance(sent, bool) and math.isfinite(sent)
+            job = self._runner.cancel(sent_at=sent / 1000.0 if ok else None)
             return job.id if job is not None else None
         if t == "compute":
             return self._compute(content)

@@ -161,3 +161,30 @@ def test_status_line_uses_the_pages_number_format(widget):
     R = widget.result.resonance
     from hessexplore.widget_format import format_value_err
     assert msg.endswith(f"R = {format_value_err(R.value, R.stderr)}") and "e-0" not in msg
+
+
+def test_a_cancel_reports_where_its_time_went(session, monkeypatch):
+    from hessexplore.jobs import ThreadExecutor
+    w = make(session, monkeypatch, executor=ThreadExecutor())
+    try:
+        send(w, compute("blocks.0", "blocks.1", probes=1_000_000))
+        deadline = time.monotonic() + 30
+        while (w.estimate.get("probes") or 0) < 16:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        send(w, {"protocol": 1, "type": "cancel", "sent_at": time.time() * 1000 - 250})   # sent 0.25 s ago
+        w.wait(30)
+        st = w.status
+        assert st["state"] == "cancelled", st
+        lat = st["latency"]
+        assert lat["message_s"] >= 0.25 and lat["message_s"] < 30          # the page's clock, 0.25 s back
+        assert 0 <= lat["worker_s"] < 30
+        # without a page timestamp only the worker's part is known; a bad one is ignored
+        send(w, compute("blocks.0", "blocks.1", probes=1_000_000))
+        while (w.estimate.get("probes") or 0) < 8 or w.status["state"] != "running":
+            time.sleep(0.01)
+        send(w, {"protocol": 1, "type": "cancel", "sent_at": "soon"})
+        w.wait(30)
+        assert w.status["latency"]["message_s"] is None and w.status["latency"]["worker_s"] >= 0
+    finally:
+        w.close()

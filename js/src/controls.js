@@ -129,6 +129,9 @@ export function createStatusLine() {
       el.setAttribute("data-hx-status", state);
       el.setAttribute("data-hx-job", s.job != null ? String(s.job) : "");
       el.setAttribute("data-hx-kind", s.kind ? String(s.kind) : "");
+      // where a cancel spent its time (page → kernel, kernel → worker stopped), for tests / benchmarks
+      const lat = s.latency && typeof s.latency === "object" ? s.latency : null;
+      el.setAttribute("data-hx-cancel-latency", lat ? `${lat.message_s ?? ""},${lat.worker_s ?? ""}` : "");
       stateEl.textContent = STATE_TEXT[state];
       const text = s.message ? String(s.message) : state === "idle" ? "Pick a node for v, then one for w." : "";
       msg.textContent = text;

@@ -56,7 +56,7 @@ function render({ model, el }) {
       if (!sel.v) return;
       compute(sel.w ? sel : setSelection({ w: sel.v }));
     },
-    onCancel() { send({ type: "cancel" }); },
+    onCancel() { send({ type: "cancel", sent_at: Date.now() }); },
     onExport() { exportAll(); },
   });
   // the replay bar colours the graph (created first: the graph reports hidden groups to it)

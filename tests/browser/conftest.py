@@ -52,6 +52,10 @@ def _missing() -> str | None:
     return None
 
 
+def pytest_addoption(parser):
+    parser.addoption("--hx-streams", default="1", help="cancel-latency benchmark: seconds of streaming before each cancel")
+
+
 def pytest_collection_modifyitems(config, items):
     reason = _missing()
     here = Path(__file__).parent
