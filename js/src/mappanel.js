@@ -92,7 +92,8 @@ export function createMapPanel(opts) {
       ctx.restore();
     }
     const vmax = which === "R" ? symmetricVmax(values || []) : Math.max(1, symmetricVmax(values || []));
-    const scale = makeSequential({ vmax, log: which === "R", decades: DECADES, color: paletteFor(theme.bg).seq });
+    const pal = paletteFor(theme.bg);
+    const scale = makeSequential({ vmax, log: which === "R", decades: DECADES, color: pal.seq, floor: pal.floor });
     for (let i = 0; i < n; i++) {
       for (let j = 0; j < n; j++) {
         const k = i * n + j;
