@@ -13,7 +13,6 @@ publisher writes traits at most 20 times a second inside ``hold_sync()``.
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import re
 import threading

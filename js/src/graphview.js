@@ -479,9 +479,26 @@ export function createGraphPanel(opts) {
       relayout(true);
     },
     /** Change only the collapsed set; keeps the zoom level, refits position. */
-    setCollapsed(collapsed) {
+    /**
+     * Change only the collapsed set. With `anchor` (the container just toggled) the zoom is
+     * kept and the view scrolls so the anchor stays where it was on screen; else it refits.
+     */
+    setCollapsed(collapsed, anchor = null) {
+      const where = (id) => {
+        if (!lay || id === null) return null;
+        const t = lay.nodes.find((n) => n.id === id) || lay.boxes.find((b) => b.id === id);
+        return t ? { x: origin.x + t.x * k - area.scrollLeft, y: origin.y + t.y * k - area.scrollTop } : null;
+      };
+      const before = where(anchor);
       collapsedSet = new Set(collapsed || []);
-      relayout(true);
+      relayout(before === null);
+      if (before === null) return;
+      applyView();
+      const after = where(anchor);
+      if (after) {
+        area.scrollLeft += after.x - before.x;
+        area.scrollTop += after.y - before.y;
+      }
     },
     setSelection(sel) {
       selection = { v: sel && sel.v != null ? String(sel.v) : null, w: sel && sel.w != null ? String(sel.w) : null };

@@ -70,7 +70,7 @@ function render({ model, el }) {
     },
     onToggle(name) {
       collapsed = toggleCollapsed(collapsed, name);
-      graph.setCollapsed(collapsed);
+      graph.setCollapsed(collapsed, name);      // the toggled container stays put on screen
     },
     onExpand(names) {
       collapsed = new Set([...collapsed].filter((c) => !names.includes(c)));
