@@ -91,9 +91,9 @@ class Progress:
 # ------------------------------------------------------------------------------------------------
 
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-_DICT_KEYS = ("model", "loss_fn", "batch", "x", "y", "nodes", "name")
+_DICT_KEYS = ("model", "loss_fn", "batch", "x", "y", "nodes", "name", "output")
 _RETURN_HELP = ("(model, loss_fn, (x, y)) or a dict with keys model, loss_fn, batch "
-                "(and optionally nodes, name)")
+                "(and optionally nodes, name, output: the key of a ModelOutput such as 'logits')")
 
 
 def _one_line(text: str) -> str:
@@ -149,11 +149,11 @@ def _import(module: str):
 
 
 def _check_problem(spec: str, result):
-    """Validate what a factory returned; (model, loss_fn, batch, nodes, name)."""
+    """Validate what a factory returned; (model, loss_fn, batch, nodes, name, output)."""
     import torch
 
     got = type(result).__name__
-    nodes = name = None
+    nodes = name = output = None
     if isinstance(result, dict):
         unknown = [k for k in result if k not in _DICT_KEYS]
         if unknown:
@@ -170,6 +170,7 @@ def _check_problem(spec: str, result):
         model, loss_fn = result["model"], result["loss_fn"]
         batch = result["batch"] if "batch" in result else (result["x"], result["y"])
         nodes, name = result.get("nodes"), result.get("name")
+        output = result.get("output")
     elif isinstance(result, (tuple, list)) and len(result) in (3, 4):
         model, loss_fn, batch = result[:3]
         nodes = result[3] if len(result) == 4 else None
@@ -191,14 +192,14 @@ def _check_problem(spec: str, result):
         if not (isinstance(nodes, (list, tuple)) and nodes and all(isinstance(n, str) for n in nodes)):
             raise CLIError(f"{spec}: nodes must be a non-empty list of node names, got {nodes!r}")
         nodes = list(nodes)
-    return model, loss_fn, batch, nodes, name
+    return model, loss_fn, batch, nodes, name, output
 
 
 def resolve_model(spec: str, seed: int = 0):
-    """MODEL → (name, model, loss_fn, batch, nodes, source).  Raises :class:`CLIError`."""
+    """MODEL → (name, model, loss_fn, batch, nodes, source, output).  Raises :class:`CLIError`."""
     if spec in DEMOS:
         model, loss_fn, batch, nodes = demo(spec, seed=seed)
-        return spec, model, loss_fn, batch, nodes, "built-in"
+        return spec, model, loss_fn, batch, nodes, "built-in", None
     if ":" not in spec:
         close = difflib.get_close_matches(spec, list(DEMOS), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
@@ -225,8 +226,8 @@ def resolve_model(spec: str, seed: int = 0):
     except Exception as exc:  # noqa: BLE001 - the user's code failed: say where, one line
         raise CLIError(f"{spec}() raised {type(exc).__name__}: {_one_line(exc)}"
                        f"{_where(exc, getattr(mod, '__file__', None))}") from None
-    model, loss_fn, batch, nodes, name = _check_problem(spec, result)
-    return name or spec, model, loss_fn, batch, nodes, spec
+    model, loss_fn, batch, nodes, name, output = _check_problem(spec, result)
+    return name or spec, model, loss_fn, batch, nodes, spec, output
 
 
 def _eval_mode(model) -> list[str]:
@@ -262,7 +263,7 @@ def cmd_analyze(args) -> int:
     spec = args.model_opt or args.model or "residual"
     if args.model and args.model_opt and args.model != args.model_opt:
         raise CLIError(f"two models given ({args.model!r} and --model {args.model_opt!r}); give one")
-    name, model, loss_fn, batch, nodes, source = resolve_model(spec, seed=args.seed)
+    name, model, loss_fn, batch, nodes, source, output = resolve_model(spec, seed=args.seed)
     changed = _eval_mode(model)
     if changed:
         print(f"note: analysing the model in eval mode; {', '.join(changed[:3])}"
@@ -271,7 +272,7 @@ def cmd_analyze(args) -> int:
     if args.nodes:
         nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
     dtype = getattr(torch, args.dtype)
-    s = Session(model, loss_fn, batch, dtype=dtype)
+    s = Session(model, loss_fn, batch, dtype=dtype, output=output)
     if args.space == "parameter" and not args.nodes:
         nodes = None                     # parameter space: the groups (analyze's default)
     for n in nodes or []:

@@ -38,6 +38,10 @@ class BlockTooLargeError(HessExploreError):
     """An exact (dense) block would need more Hessian-vector products or memory than allowed."""
 
 
+class AutodiffError(HessExploreError):
+    """An op of the model has no second derivative in PyTorch (named, with its module and the way out)."""
+
+
 class JobCancelled(Exception):
     """Raised inside a computation when its job was cancelled (not a user error)."""
 

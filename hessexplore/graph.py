@@ -1,48 +1,48 @@
-"""Model → DAG: trace a PyTorch model with torch.fx and name its intermediate values.
+"""Model → DAG: the captured forward as named nodes with per-sample shapes.
 
-A **node** is an intermediate value of the forward pass with a leading batch
-dimension: an fx node whose output is a floating tensor of shape (B, *s).
-Its per-sample shape is ``s`` and its dimension ``d = prod(s)`` (conv maps are
-flattened C·H·W, row-major).  A module's qualified name (``"blocks.0"``)
-addresses the output of that module's forward call, also for containers and
-for modules whose forward is functional code; fx node names (``"add_1"``)
-address everything else.
+A **node** is an intermediate value of the forward pass that carries the batch:
+a floating tensor with the batch in one dimension (the first, except inside
+e.g. ``nn.MultiheadAttention`` without ``batch_first``).  Its per-sample shape
+is the shape without that dimension, its dimension ``d = prod(shape)`` (conv
+maps are flattened C·H·W, row-major).  A module's qualified name
+(``"blocks.0"``, ``"encoder.layers.1.self_attn"``, ``"h.0.attn"``) addresses
+the output of that module's forward call — for a module returning a tuple or a
+``ModelOutput``, its first tensor; a second call of the same module is
+``name@1``.  Graph node names (``"add_1"``) address everything else.
 
-This layer knows nothing about curvature: it only traces, names, measures
-shapes, and builds the *perturbed forward*
-``f(x, δ_1, …, δ_k) = model(x)`` with ``δ_i`` (per-sample shape, shared by
-all samples) added to the output of node ``i``.
+How the model is captured (torch.fx or torch.export) is :mod:`hessexplore.capture`'s
+business; this layer knows nothing about curvature: it names, measures and
+builds the *perturbed forward* ``f(δ_1, …, δ_k) = model(x)`` with ``δ_i``
+(per-sample shape, shared by all samples) added to node ``i``.
 """
 from __future__ import annotations
 
-import copy
 import math
-import operator
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
-import torch.fx as fx
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp
 
-from .errors import TracingError, unknown_name
+from .capture import Capture, canonical_parameters
+from .errors import HessExploreError, unknown_name
 
 
 @dataclass(frozen=True)
 class Node:
-    """One traced value.  ``shape`` is per sample (batch dimension removed)."""
+    """One captured value.  ``shape`` is per sample (batch dimension removed)."""
 
-    name: str                      # primary name (innermost module or fx name)
-    fx_name: str                   # torch.fx node name
+    name: str                      # primary name (innermost module call or graph node name)
+    fx_name: str                   # graph node name
     op: str                        # "Linear", "relu", "add", "input", ...
     kind: str                      # "module" | "function" | "method" | "input"
     shape: tuple[int, ...] | None  # per-sample shape, None if not a batched float tensor
-    scope: tuple[str, ...]         # enclosing container modules, outermost first
+    scope: tuple[str, ...]         # enclosing container module calls, outermost first
     aliases: tuple[str, ...]       # container modules whose forward output is this node
-    inputs: tuple[str, ...]        # fx names of the nodes this one reads
+    inputs: tuple[str, ...]        # graph names of the nodes this one reads
     params: int                    # parameters owned directly by the module called here
+    batch_dim: int = 0             # where the batch sits in the full tensor
 
     @property
     def addressable(self) -> bool:
@@ -53,159 +53,58 @@ class Node:
         return math.prod(self.shape) if self.shape is not None else 0
 
 
-class _NamingTracer(fx.Tracer):
-    """An fx tracer that records which node each module call returns, and where tracing failed."""
+class PerturbedForward:
+    """``f(values, δ_1, …, δ_k)``: the model output z with δ_i added at node i (see :meth:`ModelGraph.perturbed_forward`).
 
-    def __init__(self, leaf_modules: Iterable[str] = ()):
-        super().__init__()
-        self.leaf_names = set(leaf_modules)
-        self.outputs: dict[fx.Node, list[str]] = {}   # node -> module names (innermost first)
-        self.calls: dict[str, int] = {}
-        self.stack: list[str] = []
-        self.failed_in: list[str] | None = None
+    ``values`` optionally replaces parameters (canonical names → tensors); the
+    user's model is never touched.
+    """
 
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return qualname in self.leaf_names or super().is_leaf_module(m, qualname)
+    def __init__(self, capture: Capture, fx_names: Sequence[str]):
+        self.capture = capture
+        self.gm = capture.perturbed(list(fx_names))
 
-    def call_module(self, m, forward, args, kwargs):
-        path = self.path_of_module(m)
-        count = self.calls.get(path, 0)
-        self.calls[path] = count + 1
-        name = path if count == 0 else f"{path}@{count}"
-        self.stack.append(name)
-        try:
-            result = super().call_module(m, forward, args, kwargs)
-        except Exception:
-            if self.failed_in is None:      # innermost module where tracing broke
-                self.failed_in = list(self.stack)
-            raise
-        finally:
-            self.stack.pop()
-        if isinstance(result, fx.Proxy):
-            self.outputs.setdefault(result.node, []).append(name)
-        return result
-
-
-def _describe_trace_failure(exc: Exception, stack: Sequence[str], model: nn.Module) -> str:
-    where = stack[-1] if stack else None
-    if where:
-        mod = model.get_submodule(where.split("@")[0])
-        loc = f"inside module {where!r} ({type(mod).__name__})"
-        fix = (f"Treat it as one opaque node with Session(..., leaf_modules=[{where.split('@')[0]!r}]) "
-               "(its internals are then not addressable, parameter space still works)")
-    else:
-        loc = f"in {type(model).__name__}.forward"
-        fix = "Move the offending code into a submodule and pass it in leaf_modules=[...]"
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return (f"torch.fx could not trace the model {loc}: {reason}. "
-            "Python control flow that depends on tensor values (if/for on a tensor, .item(), "
-            f"len() of a tensor) cannot be traced. {fix}, or pass trace=False for "
-            "parameter-space analysis only.")
-
-
-def _op_label(n: fx.Node, gm: fx.GraphModule) -> tuple[str, str]:
-    if n.op == "placeholder":
-        return "input", "input"
-    if n.op == "call_module":
-        return type(gm.get_submodule(n.target)).__name__, "module"
-    if n.op == "call_method":
-        return str(n.target), "method"
-    target = n.target
-    name = getattr(target, "__name__", str(target))
-    return name, "function"
+    def __call__(self, *deltas: torch.Tensor, params: dict | None = None, inputs: list | None = None
+                 ) -> torch.Tensor:
+        return self.capture.call(self.gm, params, deltas, inputs)
 
 
 class ModelGraph:
-    """The traced DAG of a model on an example batch.
+    """The captured DAG of a model on an example batch.
 
     ``nodes`` are in topological order; ``addressable`` ones (batched floating
     tensors) can be perturbed.  ``resolve(name)`` accepts a primary name, a
-    container alias or an fx node name.
+    container alias or a graph node name.  ``backend`` says how it was
+    captured ("fx" or "export").
     """
 
-    def __init__(self, model: nn.Module, example_args: tuple, leaf_modules: Iterable[str] = ()):
-        tracer = _NamingTracer(leaf_modules)
-        try:
-            graph = tracer.trace(model)
-        except Exception as exc:  # noqa: BLE001 - rethrown with a readable message
-            raise TracingError(_describe_trace_failure(exc, tracer.failed_in or [], model)) from exc
-        self.module = fx.GraphModule(tracer.root, graph)
+    def __init__(self, capture: Capture, model: nn.Module):
+        self.capture = capture
         self.model = model
-        self.batch_size = int(example_args[0].shape[0])
-        self._shapes = self._per_sample_shapes(example_args)
-        self._build_nodes(tracer.outputs)
+        self.backend = capture.backend
+        self.batch_size = _batch_of(capture.flat_inputs)
+        self._build_nodes()
 
-    # -- construction -------------------------------------------------------------------------
-    def _propagate(self, args) -> dict[str, object]:
-        gm = fx.GraphModule(self.module, copy.deepcopy(self.module.graph))
-        with torch.no_grad():
-            ShapeProp(gm).propagate(*args)
-        return {n.name: n.meta.get("tensor_meta") for n in gm.graph.nodes}
-
-    def _per_sample_shapes(self, args) -> dict[str, tuple[int, ...] | None]:
-        """Per-sample shape of each node whose output is (B, *s) for batch B and (1, *s) for batch 1."""
-        try:
-            full = self._propagate(args)
-        except Exception as exc:  # noqa: BLE001
-            raise TracingError(f"the traced model failed to run on the example batch: {exc}") from exc
-        try:
-            one = self._propagate(tuple(a[:1] if torch.is_tensor(a) else a for a in args))
-        except Exception:  # noqa: BLE001 - a hard-coded batch size; fall back to the first dim
-            one = None
-        shapes: dict[str, tuple[int, ...] | None] = {}
-        B = self.batch_size
-        for name, meta in full.items():
-            shape = None
-            if meta is not None and hasattr(meta, "shape") and meta.dtype.is_floating_point:
-                s = tuple(meta.shape)
-                if len(s) >= 1 and s[0] == B:
-                    m1 = one.get(name) if one is not None else None
-                    if one is None or (m1 is not None and hasattr(m1, "shape") and tuple(m1.shape) == (1,) + s[1:]):
-                        shape = s[1:]
-            shapes[name] = shape
-        return shapes
-
-    def _build_nodes(self, module_outputs: dict[fx.Node, list[str]]) -> None:
-        gm = self.module
-        param_counts = {name: sum(p.numel() for p in m.parameters(recurse=False))
-                        for name, m in self.model.named_modules()}
+    def _build_nodes(self) -> None:
         self.nodes: list[Node] = []
         self._by_fx: dict[str, Node] = {}
         self._lookup: dict[str, Node] = {}
-        for n in gm.graph.nodes:
-            if n.op in ("output", "get_attr"):
-                continue
-            op, kind = _op_label(n, gm)
-            owners = module_outputs.get(n, [])
-            if n.op == "call_module":
-                primary = owners[0] if owners else str(n.target)
-                aliases = tuple(o for o in owners[1:])
-                params = param_counts.get(str(n.target), 0)
-            else:
-                primary = n.name if not owners else owners[0]
-                aliases = tuple(owners[1:])
-                params = 0
-            stack = n.meta.get("nn_module_stack") or {}
-            own = str(n.target) if n.op == "call_module" else None
-            scope = tuple(k for k in stack.keys() if k != own)
-            inputs = tuple(a.name for a in n.all_input_nodes if a.op != "get_attr")
-            node = Node(primary, n.name, op, kind, self._shapes.get(n.name), scope, aliases, inputs, params)
+        for info in self.capture.nodes:
+            owners = list(info.outputs_of)
+            primary = owners[0] if owners else info.fx_name
+            node = Node(primary, info.fx_name, info.op, info.kind, info.shape, info.scope, tuple(owners[1:]),
+                        info.inputs, info.params, info.batch_dim)
             self.nodes.append(node)
-            self._by_fx[n.name] = node
-        for node in self.nodes:  # fx names first, module names win on clashes
+            self._by_fx[info.fx_name] = node
+        for node in self.nodes:  # graph names first, module names win on clashes
             self._lookup.setdefault(node.fx_name, node)
         for node in self.nodes:
             for key in (node.name,) + node.aliases:
                 self._lookup[key] = node
-        outs = [n for n in gm.graph.nodes if n.op == "output"]
-        out_arg = outs[0].args[0] if outs else None
-        if not isinstance(out_arg, fx.Node):
-            raise TracingError("the model must return a single tensor (the outputs z the loss is applied to); "
-                               "wrap it so forward returns one tensor, e.g. the logits")
-        self.output = self._by_fx[out_arg.name]
-        if self.output.shape is None:
-            raise TracingError("the model output must be a floating tensor with the batch as first dimension, "
-                               f"got node {self.output.name!r}")
+        self.output = self._by_fx.get(self.capture.output)
+        if self.output is None or self.output.shape is None:
+            raise HessExploreError("the model output must be a floating tensor with the batch as its first "
+                                   f"dimension, got node {self.capture.output!r}")
 
     # -- queries ----------------------------------------------------------------------------------
     @property
@@ -272,8 +171,8 @@ class ModelGraph:
                         todo.append(b)
         return dist
 
-    def perturbed_forward(self, names: Sequence[str]) -> fx.GraphModule:
-        """A GraphModule ``f(*inputs, δ_1, …, δ_k)`` equal to the model with δ_i added to node i.
+    def perturbed_forward(self, names: Sequence[str]) -> PerturbedForward:
+        """``f(δ_1, …, δ_k, params=None)`` equal to the model output with δ_i added to node i.
 
         δ_i has node i's per-sample shape and is broadcast over the batch, so
         every sample sees the same perturbation (SCIENCE.md §1).  All uses of
@@ -283,24 +182,12 @@ class ModelGraph:
         targets = [self.resolve(n).fx_name for n in names]
         if len(set(targets)) != len(targets):
             raise ValueError("perturbed_forward needs distinct nodes")
-        old = self.module.graph
-        new = fx.Graph()
-        env: dict[fx.Node, fx.Node] = {}
-        old_nodes = list(old.nodes)
-        for n in old_nodes:
-            if n.op == "placeholder":
-                env[n] = new.node_copy(n, lambda a: env[a])
-        deltas = {t: new.placeholder(f"hx_delta_{i}") for i, t in enumerate(targets)}
-        for n in old_nodes:
-            if n.op == "placeholder":
-                if n.name in deltas:
-                    env[n] = new.call_function(operator.add, (env[n], deltas[n.name]))
-                continue
-            copied = new.node_copy(n, lambda a: env[a])
-            if n.name in deltas:
-                copied = new.call_function(operator.add, (copied, deltas[n.name]))
-            env[n] = copied
-        return fx.GraphModule(self.module, new)
+        return PerturbedForward(self.capture, targets)
+
+    def locate(self, op: str) -> list[str]:
+        """Where an op runs: the names of the nodes (module calls) whose op label is ``op``, any case."""
+        key = op.lower().replace("_", "")
+        return [n.name for n in self.nodes if n.op.lower().replace("_", "") == key]
 
     def activation_numel(self) -> int:
         """Σ over all batched tensor nodes of their per-sample size (a memory proxy for one column)."""
@@ -349,30 +236,50 @@ class ModelGraph:
 class ParameterGroups:
     """Parameter groups of a model: a module name → the parameters under it.
 
-    ``names`` lists modules that own parameters directly (what the graph
-    shows); any module qualified name (all parameters under it), a single
-    parameter's qualified name, or ``"*"`` (every parameter) is accepted by
-    :meth:`resolve`.
+    Every parameter *tensor* has one canonical name, its first owner in
+    ``named_parameters()`` order (a tied ``lm_head.weight`` is
+    ``transformer.wte.weight``).  ``names``, the default groups, are disjoint and
+    cover every parameter: the outermost modules (other than the model itself)
+    that own a parameter directly, each with all parameters under it, plus the
+    model's own direct parameters by name.  :meth:`resolve` accepts any module's
+    qualified name (all parameters under it; a module whose only parameter is
+    tied resolves to that tensor's canonical name), a parameter's name (any
+    owner's), or ``"*"`` (every parameter).
     """
 
     model: nn.Module
     names: list[str] = field(init=False)
 
     def __post_init__(self):
-        self.params = dict(self.model.named_parameters())
-        self.names = [name for name, m in self.model.named_modules()
-                      if any(True for _ in m.parameters(recurse=False))]
+        self.params, self.alias = canonical_parameters(self.model)
+        self._modules = dict(self.model.named_modules())
+        names: list[str] = []
+        covered: set[str] = set()
+        for name, m in self._modules.items():
+            if name == "":
+                names.extend(p for p in self.params if "." not in p)   # the model's own parameters
+                covered.update(p for p in self.params if "." not in p)
+                continue
+            own = [self.alias[f"{name}.{p}"] for p, _ in m.named_parameters(recurse=False, remove_duplicate=False)]
+            if not own or any(name.startswith(g + ".") for g in names):
+                continue
+            members = self.resolve(name)
+            if not set(members) - covered:      # only tied tensors another group owns already
+                continue
+            names.append(name)
+            covered.update(members)
+        self.names = names
 
     def resolve(self, name: str) -> list[str]:
-        """Parameter names (model.named_parameters order) in group ``name``."""
+        """Canonical parameter names (model.named_parameters order) in group ``name``."""
         if name == "*":
             return list(self.params)
-        if name in self.params:
-            return [name]
-        modules = dict(self.model.named_modules())
-        if isinstance(name, str) and name in modules and name != "":
-            prefix = name + "."
-            found = [p for p in self.params if p.startswith(prefix)]
+        if isinstance(name, str) and name in self.alias:
+            return [self.alias[name]]
+        if isinstance(name, str) and name in self._modules and name != "":
+            under = {self.alias[f"{name}.{p}"] for p, _ in
+                     self._modules[name].named_parameters(remove_duplicate=False)}
+            found = [p for p in self.params if p in under]
             if found:
                 return found
             raise unknown_name("parameter group", name, self.names,
@@ -381,5 +288,23 @@ class ParameterGroups:
                            hint="Use a module's qualified name (all parameters under it), a parameter's "
                                 "name, or '*' for all parameters; see Session.groups.")
 
+    def check_disjoint(self, groups: Sequence[str]) -> None:
+        """Raise a clear error when two of ``groups`` share a parameter tensor."""
+        seen: dict[str, str] = {}
+        for g in groups:
+            for p in self.resolve(g):
+                if p in seen:
+                    raise HessExploreError(
+                        f"parameter groups {seen[p]!r} and {g!r} overlap: they share parameter {p!r}; pass disjoint "
+                        "groups, e.g. the defaults in Session.groups")
+                seen[p] = g
+
     def dim(self, name: str) -> int:
         return sum(self.params[p].numel() for p in self.resolve(name))
+
+
+def _batch_of(flat: Sequence[Any]) -> int:
+    for a in flat:
+        if torch.is_tensor(a) and a.dim() > 0:
+            return int(a.shape[0])
+    raise HessExploreError("the model inputs contain no tensor with a batch dimension")

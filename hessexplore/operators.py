@@ -38,10 +38,11 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-from torch import nn
-from torch.func import functional_call, grad, jvp, vjp, vmap
+from torch.func import grad, jvp, vjp, vmap
 
-from .errors import JobCancelled
+from . import compat
+from .compat import curvature_mode
+from .errors import AutodiffError, JobCancelled
 from .graph import ModelGraph
 
 Flat = dict[str, torch.Tensor]
@@ -55,6 +56,9 @@ class Problem:
 
     dims: dict[str, int]
     base: Flat
+
+    #: op name -> modules calling it (from the captured graph), for error messages
+    locate: Callable[[str], list[str]] | None = None
 
     def __init__(self, loss_fn: Callable, targets):
         self.loss_fn = loss_fn
@@ -79,7 +83,7 @@ class Problem:
 class ActivationProblem(Problem):
     """Atoms are shared zero perturbations δ_a of graph nodes (per-sample shape, flattened)."""
 
-    def __init__(self, graph: ModelGraph, inputs: tuple, loss_fn, targets, names: Sequence[str],
+    def __init__(self, graph: ModelGraph, loss_fn, targets, names: Sequence[str],
                  dtype: torch.dtype, device: torch.device):
         super().__init__(loss_fn, targets)
         self.names = list(dict.fromkeys(names))
@@ -87,29 +91,32 @@ class ActivationProblem(Problem):
         self.dims = {n: math.prod(s) for n, s in self.shapes.items()}
         self.base = {n: torch.zeros(d, dtype=dtype, device=device) for n, d in self.dims.items()}
         self.forward = graph.perturbed_forward(self.names)
-        self.inputs = inputs
 
     def output(self, values: Flat) -> torch.Tensor:
-        deltas = [values[n].view(self.shapes[n]) for n in self.names]
-        return self.forward(*self.inputs, *deltas)
+        return self.forward(*[values[n].view(self.shapes[n]) for n in self.names])
 
 
 class ParameterProblem(Problem):
-    """Atoms are parameter tensors θ_a (flattened); the others stay at the model's values."""
+    """Atoms are parameter tensors θ_a (flattened, canonical names); the others stay at the model's values.
 
-    def __init__(self, model: nn.Module, inputs: tuple, loss_fn, targets, names: Sequence[str]):
+    ``forward(params)`` is the model output with the given parameters replaced;
+    it never writes into the user's modules (a captured graph takes them as
+    arguments, or a private structural twin is re-parametrised).
+    """
+
+    def __init__(self, params: dict[str, torch.Tensor], forward: Callable[[Flat], torch.Tensor], loss_fn,
+                 targets, names: Sequence[str]):
         super().__init__(loss_fn, targets)
-        params = dict(model.named_parameters())
-        self.model = model
+        self.forward = forward
         self.names = list(dict.fromkeys(names))
         self.shapes = {n: params[n].shape for n in self.names}
         self.dims = {n: params[n].numel() for n in self.names}
-        self.base = {n: params[n].detach().reshape(-1) for n in self.names}
-        self.inputs = inputs
+        # private copies: forward-mode AD keeps tangents on a view's base tensor, so views of the
+        # user's parameters would share that state with every other thread using them
+        self.base = {n: params[n].detach().clone().reshape(-1) for n in self.names}
 
     def output(self, values: Flat) -> torch.Tensor:
-        params = {n: values[n].view(self.shapes[n]) for n in self.names}
-        return functional_call(self.model, params, self.inputs)
+        return self.forward({n: values[n].view(self.shapes[n]) for n in self.names})
 
 
 def _split(t: torch.Tensor, atoms: Sequence[str], dims: dict[str, int]) -> Flat:
@@ -149,6 +156,7 @@ class CurvatureOperator:
         self.chunk_size = chunk_size
         self._vjp_cache: dict[tuple[str, ...], tuple[torch.Tensor, Callable]] = {}
         self._recorded: _Recorded | None = None
+        self.fallback: str | None = None      # set when the operator had to change mode
 
     def dim(self, atoms: Sequence[str]) -> int:
         return sum(self.problem.dims[a] for a in atoms)
@@ -207,8 +215,36 @@ class CurvatureOperator:
     @torch.no_grad()
     def products(self, w: Sequence[str], T: torch.Tensor, out: Sequence[str],
                  full: bool = True, gn: bool = True) -> Products:
-        """Rows of H_{a,w} Tᵀ (and GN) for a in ``out``; T is (k, d_w)."""
+        """Rows of H_{a,w} Tᵀ (and GN) for a in ``out``; T is (k, d_w).
+
+        Runs under :func:`~hessexplore.compat.curvature_mode`.  When an op of the
+        model has no forward-mode derivative, the operator switches itself to
+        ``"double-backward"`` (same numbers, reverse-over-reverse) and says so in
+        ``fallback``; an op without any second derivative raises
+        :class:`~hessexplore.errors.AutodiffError` naming the op and module.
+        """
         w, out = list(w), list(out)
+        with curvature_mode():
+            try:
+                return self._products(w, T, out, full, gn)
+            except (RuntimeError, NotImplementedError) as exc:
+                if not compat.is_autodiff_error(exc):
+                    raise
+                if self.mode == "double-backward":
+                    raise AutodiffError(compat.explain_autodiff_error(exc, self.problem.locate)) from exc
+                self.fallback = (f"forward-mode AD is not available for "
+                                 f"'{compat.failing_op(exc) or 'an op'}': products use double backward")
+                self.mode = "double-backward"
+                try:
+                    return self._products(w, T, out, full, gn)
+                except (RuntimeError, NotImplementedError) as exc2:
+                    if not compat.is_autodiff_error(exc2):
+                        raise
+                    raise AutodiffError(compat.explain_autodiff_error(
+                        exc2, self.problem.locate, tried=" (tried forward-over-reverse and double backward)")
+                    ) from exc2
+
+    def _products(self, w: list[str], T: torch.Tensor, out: list[str], full: bool, gn: bool) -> Products:
         if self.mode == "double-backward":
             if self._recorded is None:
                 self._recorded = _Recorded(self.problem)
@@ -246,6 +282,20 @@ class CurvatureOperator:
         return {p: {a: torch.cat(chunks, dim=0).T for a, chunks in d.items()} for p, d in acc.items()}
 
 
+def _has_error_node(t: torch.Tensor) -> bool:
+    """True if ``t``'s autograd graph holds the node @once_differentiable leaves to raise later."""
+    todo, seen = [t.grad_fn], set()
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if type(fn).__name__ in ("Error", "DelayedError"):
+            return True
+        todo.extend(f for f, _ in fn.next_functions)
+    return False
+
+
 class _Recorded:
     """Forward pass and first backward of a :class:`Problem`, recorded once at its base point.
 
@@ -271,15 +321,44 @@ class _Recorded:
             self.nu = torch.zeros_like(self.z, requires_grad=True)
             self.jt_nu = dict(zip(self.atoms, torch.autograd.grad(self.z, inputs, self.nu, create_graph=True,
                                                                   allow_unused=True)))
+        for a, g in self.grads.items():
+            # a gradient that autograd cannot differentiate again: a backward that detaches or is marked
+            # @once_differentiable (an "Error" node in its graph) — its Hessian would silently read as 0
+            if g is not None and ((not g.requires_grad and bool(g.ne(0).any())) or _has_error_node(g)):
+                raise AutodiffError(
+                    f"the gradient with respect to {a!r} cannot be differentiated again: an op on its path has a "
+                    "backward that is not itself differentiable (a custom autograd.Function marked "
+                    "@once_differentiable, or one whose backward detaches). Give that Function a differentiable "
+                    "backward (and a jvp), or restrict the analysis to nodes/groups after it.")
 
-    @staticmethod
-    def _backward(outputs, inputs, cotangents, k):
-        """Batched Σ_i ∂(outputs_i · cotangents_i)/∂inputs with missing links as zeros: (k, *input.shape)."""
+    batched = True   # is_grads_batched (vmap) works for this model; False: one backward per direction
+
+    def _backward(self, outputs, inputs, cotangents, k):
+        """Batched Σ_i ∂(outputs_i · cotangents_i)/∂inputs with missing links as zeros: (k, *input.shape).
+
+        One ``is_grads_batched`` backward; if an op of the model has no vmap rule,
+        one backward per direction from then on (same numbers).
+        """
         pairs = [(o, c) for o, c in zip(outputs, cotangents) if o is not None and o.requires_grad]
         if not pairs:
             return [torch.zeros((k,) + tuple(x.shape), dtype=x.dtype, device=x.device) for x in inputs]
-        got = torch.autograd.grad([o for o, _ in pairs], inputs, [c for _, c in pairs],
-                                  retain_graph=True, allow_unused=True, is_grads_batched=True)
+        outs, cots = [o for o, _ in pairs], [c for _, c in pairs]
+        got = None
+        if self.batched:
+            try:
+                got = torch.autograd.grad(outs, inputs, cots, retain_graph=True, allow_unused=True,
+                                          is_grads_batched=True)
+            except (RuntimeError, NotImplementedError) as exc:
+                if not compat.is_autodiff_error(exc) or "vmap" not in str(exc).lower() and \
+                        "batching" not in str(exc).lower() and "functorch" not in str(exc):
+                    raise
+                self.batched = False
+        if got is None:
+            rows = [torch.autograd.grad(outs, inputs, [c[i] for c in cots], retain_graph=True, allow_unused=True)
+                    for i in range(k)]
+            got = [None if all(r[j] is None for r in rows) else
+                   torch.stack([r[j] if r[j] is not None else torch.zeros_like(x) for r in rows])
+                   for j, x in enumerate(inputs)]
         return [g if g is not None else torch.zeros((k,) + tuple(x.shape), dtype=x.dtype, device=x.device)
                 for g, x in zip(got, inputs)]
 

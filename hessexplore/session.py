@@ -13,15 +13,22 @@ works on a private converted copy.
 from __future__ import annotations
 
 import copy
+import inspect
+import threading
 import warnings
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from . import metrics
 from .errors import BlockTooLargeError, HessExploreError, LossError, ModelStateError
 from .estimators import EstimateSnapshot, stream_block
+from .capture import capture as _capture
+from .capture import select_output, structural_twin
+from .compat import curvature_mode
+from .errors import TracingError
 from .graph import ModelGraph, Node, ParameterGroups
 from .operators import ActivationProblem, CurvatureOperator, ParameterProblem
 from .results import Block, CouplingMap
@@ -51,6 +58,13 @@ def _check_finite_params(model: nn.Module) -> None:
                                   "Check the training run or reload a finite checkpoint.")
 
 
+def _takes(model: nn.Module, arg: str) -> bool:
+    try:
+        return arg in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _to(t, device, dtype):
     if torch.is_tensor(t):
         t = t.detach().to(device)
@@ -67,18 +81,22 @@ class Session:
     ----------
     model : nn.Module in eval mode (no train-mode BatchNorm/Dropout).
     loss_fn : callable (z, y) -> scalar, the **mean** over the batch of per-sample losses.
-    batch : (x, y); x a tensor (B, …) or a tuple of model inputs whose first is batched.
+    batch : (x, y); x a tensor (B, …), a tuple of positional model inputs, or a dict of keyword
+        inputs (e.g. HF ``{"input_ids": ..., "attention_mask": ...}``); integer inputs are fine.
     dtype : None (use the model's), or e.g. torch.float64 for teaching-grade exactness.
-    leaf_modules : module names that torch.fx should not trace into.
-    trace : False skips tracing (parameter space only).
+    output : which output the loss is applied to when the model returns a tuple, dict or
+        ``ModelOutput``: a key (``"logits"``), an index, or a callable; default its first tensor.
+    capture : "auto" (torch.fx, else torch.export), "fx" or "export"; ``s.graph.backend`` says which ran.
+    leaf_modules : module names that torch.fx should not trace into (fx capture only).
+    trace : False skips capturing (parameter space only).
     max_exact_dim : largest swept dimension for exact blocks (columns = Hessian-vector products).
     memory_budget : bytes per batched product (default 1 GiB on CPU, ¼ of free GPU memory).
     check_loss : verify that loss_fn is a per-sample mean (needs loss_fn to accept single samples).
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, batch, dtype: torch.dtype | None = None, *,
-                 leaf_modules: Sequence[str] = (), trace: bool = True, max_exact_dim: int = 8192,
-                 memory_budget: int | None = None, check_loss: bool = True):
+                 output=None, capture: str = "auto", leaf_modules: Sequence[str] = (), trace: bool = True,
+                 max_exact_dim: int = 8192, memory_budget: int | None = None, check_loss: bool = True):
         if not isinstance(model, nn.Module):
             raise HessExploreError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
@@ -94,32 +112,46 @@ class Session:
         self.dtype = dtype or p0.dtype
         self.model = model
         self.loss_fn = loss_fn
+        self.output_selector = output
         x, y = batch
-        self.inputs = tuple(_to(x, self.device, self.dtype)) if isinstance(x, (tuple, list)) \
-            else (_to(x, self.device, self.dtype),)
+        if isinstance(x, dict):
+            self.inputs, self.input_kwargs = (), {k: _to(v, self.device, self.dtype) for k, v in x.items()}
+        elif isinstance(x, (tuple, list)):
+            self.inputs, self.input_kwargs = tuple(_to(x, self.device, self.dtype)), {}
+        else:
+            self.inputs, self.input_kwargs = (_to(x, self.device, self.dtype),), {}
         self.targets = _to(y, self.device, self.dtype)
-        if not torch.is_tensor(self.inputs[0]) or self.inputs[0].dim() == 0:
-            raise HessExploreError("the first model input must be a tensor with the batch as first dimension")
-        for t in self.inputs:
+        if _takes(model, "use_cache") and "use_cache" not in self.input_kwargs:
+            self.input_kwargs["use_cache"] = False    # HF: a key/value cache is no part of the curvature
+        first = next((t for t in list(self.inputs) + list(self.input_kwargs.values()) if torch.is_tensor(t)), None)
+        if first is None or first.dim() == 0:
+            raise HessExploreError("the model inputs must include a tensor with the batch as first dimension "
+                                   "(x a tensor, a tuple of positional inputs, or a dict of keyword inputs)")
+        for t in list(self.inputs) + list(self.input_kwargs.values()):
             if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 raise HessExploreError("the input batch x contains NaN or Inf, so the loss and its curvature "
                                        "are undefined: drop or impute those samples (e.g. x[torch.isfinite(x)"
                                        ".flatten(1).all(1)]) before creating the session")
-        self.batch_size = int(self.inputs[0].shape[0])
+        self.batch_size = int(first.shape[0])
         self.max_exact_dim = int(max_exact_dim)
         self.memory_budget = memory_budget
         self._check_output_and_loss(check_loss)
-        self.graph = ModelGraph(model, self.inputs, leaf_modules) if trace else None
+        self.graph = ModelGraph(_capture(model, self.inputs, self.input_kwargs, output=output, backend=capture,
+                                         leaf_modules=leaf_modules), model) if trace else None
         self.param_groups = ParameterGroups(model)
+        self._twin_forward = None
         self._ops: dict = {}
 
     # -- validation --------------------------------------------------------------------------
     def _check_output_and_loss(self, check_loss: bool) -> None:
-        with torch.no_grad():
-            z = self.model(*self.inputs)
-        if not torch.is_tensor(z):
-            raise HessExploreError(f"the model must return one tensor of outputs z, got {type(z).__name__}; "
-                                   "wrap it so forward returns the tensor the loss is applied to")
+        with torch.no_grad(), curvature_mode():
+            out = self.model(*self.inputs, **self.input_kwargs)
+        try:
+            z = select_output(out, self.output_selector)
+        except TracingError as exc:
+            raise HessExploreError(f"{exc}. For a model returning a tuple, dict or ModelOutput, pass "
+                                   "Session(..., output=...) naming the tensor the loss is applied to "
+                                   "(e.g. output='logits'); by default its first tensor is used") from exc
         if z.dim() == 0 or z.shape[0] != self.batch_size:
             raise HessExploreError(f"the model output has shape {tuple(z.shape)}; its first dimension must be "
                                    f"the batch ({self.batch_size})")
@@ -214,15 +246,55 @@ class Session:
         op = self._ops.get(key)
         if op is None:
             if space == "activation":
-                problem = ActivationProblem(self._graph(), self.inputs, self.loss_fn, self.targets, atoms,
+                problem = ActivationProblem(self._graph(), self.loss_fn, self.targets, atoms,
                                             self.dtype, self.device)
             else:
-                problem = ParameterProblem(self.model, self.inputs, self.loss_fn, self.targets, atoms)
+                problem = ParameterProblem(self.param_groups.params, self._parameter_forward(), self.loss_fn,
+                                           self.targets, atoms)
+            if self.graph is not None:
+                problem.locate = self.graph.locate
             op = CurvatureOperator(problem, mode)
             if len(self._ops) >= 8:   # recorded operators hold a graph each
                 self._ops.clear()
             self._ops[key] = op
         return op
+
+    def _parameter_forward(self) -> Callable[[dict], torch.Tensor]:
+        """z(θ): the model output with some parameters replaced, never writing into the user's modules.
+
+        Through the captured graph when there is one, else through a private
+        structural twin of the model (re-parametrised under a lock).
+        """
+        if self.graph is not None:
+            fwd = self.graph.perturbed_forward([])
+            return lambda params: fwd(params=params)
+        if self._twin_forward is None:
+            twin, lock = structural_twin(self.model), threading.RLock()
+            inputs, kwargs, sel = self.inputs, self.input_kwargs, self.output_selector
+
+            def forward(params: dict) -> torch.Tensor:
+                with lock:
+                    return select_output(functional_call(twin, params, inputs, kwargs), sel)
+            self._twin_forward = forward
+        return self._twin_forward
+
+    def _watch(self, it: Iterator, what: str) -> Iterator:
+        """Pass ``it`` through, refusing to mix weights: raise if the parameters change in between."""
+        fp0 = self._fingerprint()
+        try:
+            for item in it:
+                self._same_weights(fp0, what)
+                yield item
+        except (RuntimeError, NotImplementedError) as exc:   # autograd's own check of the saved weights
+            self._same_weights(fp0, what, exc)
+            raise
+
+    def _same_weights(self, fp0: tuple, what: str, cause: BaseException | None = None) -> None:
+        if self._fingerprint() != fp0:
+            raise ModelStateError(
+                f"the model's weights changed while the {what} was being computed (training in another thread "
+                "or cell?), so its numbers would mix old and new weights. Run it again while the weights stay "
+                "fixed, or analyse a copy: Session(copy.deepcopy(model), ...)") from cause
 
     def _chunk(self, space: str, d_w: int) -> int:
         item = torch.empty((), dtype=self.dtype).element_size()
@@ -265,7 +337,14 @@ class Session:
         for a in W:
             offsets[a] = (at, at + op.problem.dims[a])
             at += op.problem.dims[a]
-        cols = op.dense_columns(W, all_atoms, self._chunk(space, at), should_stop=should_stop, progress=progress)
+        fp0 = self._fingerprint()
+        try:
+            cols = op.dense_columns(W, all_atoms, self._chunk(space, at), should_stop=should_stop,
+                                    progress=progress)
+        except (RuntimeError, NotImplementedError) as exc:
+            self._same_weights(fp0, "exact block", exc)
+            raise
+        self._same_weights(fp0, "exact block")
         out: dict[str, dict[tuple[str, str], torch.Tensor]] = {}
         for part, per_atom in cols.items():
             rows = {o: torch.cat([per_atom[a] for a in atoms], dim=0) for o, atoms in out_atoms.items()}
@@ -394,13 +473,7 @@ class Session:
         the parameters of the groups.  0 for one group.
         """
         groups = list(groups) if groups is not None else self.groups
-        seen: dict[str, str] = {}
-        for g in groups:
-            for p in self._atoms(g, "parameter"):
-                if p in seen:
-                    raise HessExploreError(f"groups {seen[p]!r} and {g!r} share parameter {p!r}; "
-                                           "Φ needs disjoint groups")
-                seen[p] = g
+        self.param_groups.check_disjoint(groups)
         cmap = self.coupling_map(groups, space="parameter", stable_rank=False)
         R2 = cmap.R ** 2
         iu = torch.triu_indices(len(groups), len(groups), 1)
@@ -421,8 +494,9 @@ class Session:
         v_atoms, w_atoms = self._atoms(v, space), self._atoms(w, space)
         self._check_finite()
         op = self.operator(list(dict.fromkeys(v_atoms + w_atoms)), space, mode="double-backward")
-        return stream_block(op, v_atoms, w_atoms, v=v, w=w, space=space, probes=probes, batch_size=batch_size,
-                            seed=seed, rel_ci=rel_ci, krylov=krylov, should_stop=should_stop)
+        return self._watch(stream_block(op, v_atoms, w_atoms, v=v, w=w, space=space, probes=probes,
+                                        batch_size=batch_size, seed=seed, rel_ci=rel_ci, krylov=krylov,
+                                        should_stop=should_stop), "estimate")
 
     # -- layer-wise spectra (SCIENCE.md §5) ----------------------------------------------------
     def spectrum(self, group: str, part: str = "full", method: str = "auto", **kw) -> "Spectrum":
@@ -473,9 +547,9 @@ class Session:
             return op.products(atoms, V, atoms, full=want_full, gn=want_gn).rows(part, atoms)
 
         kw.setdefault("chunk", self._chunk("parameter", n))
-        return _spectra.iter_spectrum(matvec, n, method=method, group=group, part=part,
-                                      max_exact=self.max_exact_dim, dtype=self.dtype, device=self.device,
-                                      should_stop=should_stop, **kw)
+        return self._watch(_spectra.iter_spectrum(matvec, n, method=method, group=group, part=part,
+                                                  max_exact=self.max_exact_dim, dtype=self.dtype,
+                                                  device=self.device, should_stop=should_stop, **kw), "spectrum")
 
     def __repr__(self) -> str:
         n = len(self.graph.names) if self.graph is not None else "?"

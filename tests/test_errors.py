@@ -245,8 +245,12 @@ class ScalarOut(nn.Module):
         return self.lin(x).sum()
 
 
-def test_model_returning_a_tuple():
-    raises(hx.HessExploreError, lambda: hx.Session(TupleOut(), CE, batch()), "one tensor", "tuple")
+def test_model_returning_a_tuple_uses_its_first_tensor_or_the_selected_one():
+    s = hx.Session(TupleOut(), CE, batch(), dtype=F64)
+    assert s.graph.output.name == "lin"          # the first tensor of the tuple
+    raises(hx.HessExploreError, lambda: hx.Session(TupleOut(), CE, batch(), output=5), "output=5", "tuple")
+    raises(hx.HessExploreError, lambda: hx.Session(TupleOut(), CE, batch(), output="logits"), "output=",
+           "key, an index or a callable")
 
 
 def test_model_output_without_batch_dimension():

@@ -1,0 +1,157 @@
+"""Second derivatives everywhere: the backend settings and op substitutes curvature needs.
+
+Some of PyTorch's fastest kernels have no forward-mode or double-backward
+formula: the fused scaled-dot-product-attention kernels (flash / memory
+efficient), the ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer``
+"fast path", oneDNN (mkldnn) RNN layers on CPU, and ``hardsigmoid``'s backward.
+They compute the same function as a plain composition of differentiable ops,
+so curvature is computed
+
+* under :func:`curvature_mode`: the math SDPA backend, the MHA fast path off and
+  oneDNN off, restored on exit (also on error and cancel); and
+* on captured graphs whose ops without a second-derivative formula are replaced
+  by an exact substitute (:func:`substitute_ops`) — the user's own modules and
+  forward are never changed.
+
+When an op still has no formula, :func:`explain_autodiff_error` turns torch's
+message into one that names the op, the module and the way out.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from typing import Callable, Iterator
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["curvature_mode", "substitute_ops", "explain_autodiff_error", "AUTODIFF_ERRORS"]
+
+#: one computation at a time in this process: torch's forward-mode AD levels (torch.func.jvp) are
+#: process-wide, so transforms running in two threads at once corrupt each other
+_lock = threading.RLock()
+_depth = 0
+_saved: list = []
+
+
+@contextlib.contextmanager
+def curvature_mode() -> Iterator[None]:
+    """Run second-order autodiff with kernels that have second derivatives, then restore.
+
+    Inside: ``sdpa_kernel(SDPBackend.MATH)``, ``torch.backends.mha`` fast path
+    off, oneDNN off.  Holds a process-wide re-entrant lock, so hessexplore's
+    products from several threads (an explorer's worker and the notebook) take
+    turns: torch.func's forward-mode levels are not thread-safe.  The settings
+    are restored when the outermost ``curvature_mode`` exits (also on error).
+    """
+    global _depth
+    with _lock:
+        if _depth == 0:
+            _saved.append(_set_kernels())
+        _depth += 1
+        try:
+            yield
+        finally:
+            _depth -= 1
+            if _depth == 0:
+                _saved.pop().close()
+
+
+def _set_kernels() -> contextlib.ExitStack:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    stack = contextlib.ExitStack()
+    stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+    mkldnn = torch._C._get_mkldnn_enabled()      # (mkldnn.flags() would warn about TF32)
+    torch._C._set_mkldnn_enabled(False)
+    stack.callback(torch._C._set_mkldnn_enabled, mkldnn)
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    stack.callback(torch.backends.mha.set_fastpath_enabled, fast)
+    return stack
+
+
+# ---------------------------------------------------------------------------- substitutes
+def _hardsigmoid(x, inplace: bool = False):
+    """hardsigmoid(x) = min(max(x + 3, 0), 6) / 6, composed of ops with second derivatives."""
+    return torch.clamp(x + 3.0, 0.0, 6.0) / 6.0
+
+
+def _hardsigmoid_aten(x):
+    return _hardsigmoid(x)
+
+
+#: graph targets → exact substitutes (the same function; derivatives differ only on the kinks' null set)
+FUNCTION_SUBSTITUTES: dict[object, Callable] = {
+    F.hardsigmoid: _hardsigmoid,
+    torch.ops.aten.hardsigmoid.default: _hardsigmoid_aten,
+    torch.ops.aten.hardsigmoid_.default: _hardsigmoid_aten,
+}
+MODULE_SUBSTITUTES: dict[type, Callable] = {nn.Hardsigmoid: _hardsigmoid}
+
+
+def substitute_ops(gm: fx.GraphModule) -> list[str]:
+    """Replace ops without second-derivative formulas in ``gm`` (in place) by exact substitutes.
+
+    Handles ``call_function`` targets (functional and ATen forms) and
+    ``call_module`` calls of such modules.  Returns the names of the replaced
+    nodes.  ``gm`` must be hessexplore's own copy of the graph.
+    """
+    done = []
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.target in FUNCTION_SUBSTITUTES:
+            n.target = FUNCTION_SUBSTITUTES[n.target]
+            n.kwargs = {}
+            n.args = n.args[:1]
+            done.append(n.name)
+        elif n.op == "call_module":
+            sub = MODULE_SUBSTITUTES.get(type(gm.get_submodule(n.target)))
+            if sub is not None:
+                n.op, n.target, n.kwargs = "call_function", sub, {}
+                n.args = n.args[:1]
+                done.append(n.name)
+    if done:
+        gm.graph.lint()
+        gm.recompile()
+    return done
+
+
+# ------------------------------------------------------------------------------- errors
+#: fragments of torch's messages when an op lacks a forward-AD / double-backward / vmap rule
+AUTODIFF_ERRORS = ("derivative for", "not implemented", "forward AD", "does not support it",
+                   "Batching rule", "functorch transforms", "setup_context", "vmap", "once_differentiable",
+                   "differentiate twice")
+_OP_RE = re.compile(r"(?:aten::|aten\.)([A-Za-z0-9_]+)")
+
+
+def is_autodiff_error(exc: BaseException) -> bool:
+    """True when ``exc`` says an op has no forward-mode / second derivative / vmap rule."""
+    if not isinstance(exc, (RuntimeError, NotImplementedError)):
+        return False
+    msg = str(exc)
+    return any(f in msg for f in AUTODIFF_ERRORS)
+
+
+def failing_op(exc: BaseException) -> str | None:
+    """The ATen op named in torch's autodiff error, e.g. ``'hardsigmoid_backward'``."""
+    m = _OP_RE.search(str(exc))
+    return m.group(1) if m else None
+
+
+def explain_autodiff_error(exc: BaseException, where: Callable[[str], list[str]] | None = None,
+                           tried: str = "") -> str:
+    """A readable message for an op without second-derivative support.
+
+    ``where(op)`` lists the modules that call the op (from the captured graph).
+    """
+    op = failing_op(exc) or "an operation"
+    base = op[:-len("_backward")] if op.endswith("_backward") else op
+    mods = where(base) if where is not None else []
+    loc = f" in module {', '.join(repr(m) for m in mods[:3])}" if mods else ""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (f"PyTorch has no second derivative for '{base}'{loc} ({first[:160]}){tried}. "
+            f"Replace it with an equivalent composition of differentiable ops in your model (e.g. a clamp or "
+            f"a plain formula), pass leaf_modules=[...] naming a module that computes it another way, or "
+            "restrict the analysis to nodes/groups before it.")
