@@ -99,3 +99,27 @@ test("a 500-node graph lays out fully (layout time is measured by js/bench/expan
   assert.equal(lay.nodes.length, g.nodes.length);
   assert.ok(lay.boxes.length > 60);
 });
+
+test("transformers (real graphs from the capture layer): layers and attention are collapsible containers", async () => {
+  const { TRANSFORMER_ENCODER: enc, GPT2: gpt } = await import("../harness/graphs.js");
+  const { pickName } = await import("../src/collapse.js");
+  // nn.TransformerEncoder: the two layers repeat (by shape) and start collapsed; attention is a container inside
+  assert.deepEqual([...defaultCollapsed(enc)], ["enc.layers.0", "enc.layers.1"]);
+  const encCons = containersOf(enc);
+  assert.equal(encCons.get("enc.layers.0.self_attn").type, "MultiheadAttention");
+  assert.deepEqual(encCons.get("enc.layers.0.self_attn").scope, ["enc", "enc.layers.0"]);
+  // HF GPT-2: h.0 / h.1 blocks with attn and mlp inside, all addressable by their module names
+  const gc = containersOf(gpt);
+  for (const c of ["transformer.h.0", "transformer.h.0.attn", "transformer.h.0.mlp"]) assert.ok(gc.get(c).alias !== null, c);
+  assert.deepEqual([...defaultCollapsed(gpt)], ["transformer.h.0", "transformer.h.1"]);
+  const col = visibleGraph(gpt, defaultCollapsed(gpt));
+  const h0 = col.nodes.find((n) => n.id === "transformer.h.0");
+  assert.ok(h0.collapsed && pickName(h0, "activation") === "transformer.h.0" && pickName(h0, "parameter") === "transformer.h.0");
+  // expanding h.0 shows attn and mlp as boxes whose members can be picked; layouts are sound
+  const open = visibleGraph(gpt, ["transformer.h.1"]);
+  assert.ok(open.boxes.some((b) => b.id === "transformer.h.0.attn") && open.boxes.some((b) => b.id === "transformer.h.0.mlp"));
+  for (const [g, c] of [[enc, []], [enc, defaultCollapsed(enc)], [gpt, []], [gpt, ["transformer.h.1"]], [gpt, defaultCollapsed(gpt)]]) {
+    const vis = visibleGraph(g, c);
+    checkLayout(vis, layoutNested(vis));
+  }
+});
