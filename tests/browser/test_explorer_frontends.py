@@ -193,11 +193,12 @@ def test_big_graph_fits_scrolls_collapses_by_shape_and_finds(page, frontend):
         page.locator(f'[data-hx-node="layer{s}"].hx-collapsed').wait_for()
     assert int(page.locator(".hx-graph-panel").get_attribute("data-hx-visible-nodes")) <= 40
     for s in range(1, 5):                                         # expand everything, stage by stage
+        page.locator(f'[data-hx-toggle="layer{s}"]').first.scroll_into_view_if_needed()
         y0 = page.locator(f'[data-hx-node="layer{s}"]').first.bounding_box()["y"]
         page.locator(f'[data-hx-toggle="layer{s}"]').first.click()
         # the toggled stage stays where it was on screen (no jump back to the top)
         y1 = page.locator(f'[data-hx-box="layer{s}"]').first.bounding_box()["y"]
-        assert abs(y1 - y0) < 3, (s, y0, y1)
+        assert abs(y1 - y0) < 6, (s, y0, y1)          # (the collapsed node's stacked look sits 4 px higher)
     while page.locator(".hx-collapsed [data-hx-toggle]").count():
         page.locator(".hx-collapsed [data-hx-toggle]").first.click()
     assert int(page.locator(".hx-graph-panel").get_attribute("data-hx-visible-nodes")) == n_nodes
