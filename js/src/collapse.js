@@ -231,11 +231,17 @@ export function defaultCollapsed(graph, { maxNodes = 40 } = {}) {
 
 /**
  * The name to send for a visible node: a collapsed container's name when it has an output
- * alias, the node id otherwise; null when the node cannot be picked in that space.
+ * alias, the node id otherwise; null when the node cannot be picked in that space. In
+ * parameter space a node is a group when it owns parameters or when its name is one of the
+ * session's parameter groups (`groups`): e.g. an attention module whose weights are used by the
+ * function nodes drawn inside it (its output node itself counts none).
  */
-export function pickName(visNode, space = "activation") {
+export function pickName(visNode, space = "activation", groups = null) {
   if (!visNode) return null;
-  if (space === "parameter") return (Number(visNode.params) || 0) > 0 ? String(visNode.id) : null;
+  if (space === "parameter") {
+    const id = String(visNode.id);
+    return (Number(visNode.params) || 0) > 0 || (groups && groups.has(id)) ? id : null;
+  }
   if (visNode.collapsed) return visNode.addressable ? String(visNode.id) : null;
   return visNode.addressable === false ? null : String(visNode.id);
 }

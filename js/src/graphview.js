@@ -254,7 +254,7 @@ export function createGraphPanel(opts) {
     return rows;
   }
   function showTip(n, clientX, clientY) {
-    const name = pickName(n, space);
+    const name = pickName(n, space, groupSet);
     let note = "";
     if (n.collapsed && !n.addressable && space === "activation") note = "not addressable: click to expand";
     else if (name === null) note = space === "parameter" ? "no parameters: not a parameter group" : "not addressable";
@@ -329,7 +329,7 @@ export function createGraphPanel(opts) {
     const gNodes = s("g", { class: "hx-nodes" });
     for (const ln of lay.nodes) {
       const n = ln.node;
-      const name = pickName(n, space);
+      const name = pickName(n, space, groupSet);
       const disabled = name === null && !(n.collapsed && space === "activation" && !n.addressable);
       const cls = ["hx-node", n.collapsed && "hx-collapsed", n.kind === "input" && "hx-input", disabled && "hx-disabled"];
       const label = `${n.id}, ${n.op || ""}${n.shape ? ", shape " + formatShape(n.shape) : ""}${disabled ? " (not selectable)" : ""}`;
@@ -460,6 +460,7 @@ export function createGraphPanel(opts) {
 
   let collapsedSet = new Set();
   let layoutCache = new Map();
+  let groupSet = new Set();
   const ro = typeof ResizeObserver === "function" ? new ResizeObserver(() => { if (needsFit || !userMoved) fit(READABLE_K); else applyView(); }) : null;
   if (ro) ro.observe(area);
 
@@ -471,6 +472,7 @@ export function createGraphPanel(opts) {
       cons = graph ? containersOf(graph) : new Map();
       collapsedSet = new Set(collapsed || []);
       layoutCache = new Map();
+      groupSet = new Set(graph && Array.isArray(graph.groups) ? graph.groups.map(String) : []);
       clear(names);
       const all = graph ? [...new Set([...graph.nodes.map((n) => String(n.id)), ...cons.keys()])].sort() : [];
       for (const id of all.slice(0, 5000)) names.append(h("option", { value: id }));
@@ -522,7 +524,7 @@ export function createGraphPanel(opts) {
     /** Pickable names of the visible nodes (for a coupling map of what is shown). */
     visibleNames() {
       if (!vis) return [];
-      return vis.nodes.map((n) => pickName(n, space)).filter((x) => x !== null);
+      return vis.nodes.map((n) => pickName(n, space, groupSet)).filter((x) => x !== null);
     },
     isCollapsedView() { return !!vis && vis.collapsed.size > 0; },
     /** Stand-alone SVG document of the whole graph with computed colours inlined. */

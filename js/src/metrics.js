@@ -102,7 +102,10 @@ function fitCard(c) {
 
 /** @returns {{el, update(data), clear()}} */
 export function createMetricsPanel() {
-  const sub = h("span", { class: "hx-panel-sub" }, "pick two nodes");
+  // the pair may shrink (full text in the tooltip); the space and the probe count never do
+  const subPair = h("span", { class: "hx-sub-shrink" }, "pick two nodes");
+  const subKeep = h("span", { class: "hx-sub-keep", "data-hx-metrics-count": "" });
+  const sub = h("span", { class: "hx-panel-sub hx-sub-split" }, subPair, subKeep);
   const grid = h("div", { class: "hx-metrics" });
   const cards = new Map();
   for (const def of METRICS) {
@@ -164,13 +167,14 @@ export function createMetricsPanel() {
       const p = toNumber(d.probes) ?? 0;
       const budget = toNumber(d.budget);
       const count = budget !== null && !d.done ? `${p}/${budget} probes` : `${p} probes`;
-      const bits = [pair, d.space, exact ? "exact" : count].filter(Boolean);
-      sub.textContent = bits.join(" · ");
-      sub.title = sub.textContent;
+      subPair.textContent = pair;
+      subKeep.textContent = [pair ? "" : null, d.space, exact ? "exact" : count].filter((x) => x !== null && x !== undefined).join(" · ");
+      sub.title = [pair, d.space, exact ? "exact" : count].filter(Boolean).join(" · ");
     },
     clear() {
       for (const c of cards.values()) setCard(c, undefined, null, "", false, "");
-      sub.textContent = "pick two nodes";
+      subPair.textContent = "pick two nodes";
+      subKeep.textContent = "";
       sub.title = "";
     },
     /** Rows for the PNG export. */
@@ -179,7 +183,7 @@ export function createMetricsPanel() {
         name: c.def.sym || c.def.name, label: c.def.label || "", text: c.el.title.split("\n")[1] || "—",
       }));
     },
-    subtitle: () => (sub.textContent === "pick two nodes" ? "" : sub.textContent),
+    subtitle: () => sub.title,
     /** Mark the cards as the current pick's or an earlier one's (banner `text`). */
     setCurrent(current, text) { stale.set(el, current, text); },
     destroy() { if (ro) ro.disconnect(); },

@@ -161,3 +161,10 @@ test("containerShape ignores names and counts, keeps the module type and the kin
   assert.equal(containerShape(cons.get("layer1.0"), byId), containerShape(cons.get("layer1.1"), byId));
   assert.notEqual(containerShape(cons.get("layer1.0"), byId), containerShape(cons.get("layer1"), byId));
 });
+
+test("parameter space: a node named like a parameter group is pickable even when it counts no parameters itself", () => {
+  const n = { id: "enc.layers.0.self_attn", params: 0, addressable: true };
+  assert.equal(pickName(n, "parameter"), null);
+  assert.equal(pickName(n, "parameter", new Set(["enc.layers.0.self_attn"])), "enc.layers.0.self_attn");
+  assert.equal(pickName({ id: "relu", params: 0 }, "parameter", new Set(["head"])), null);
+});

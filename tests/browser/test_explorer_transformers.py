@@ -3,6 +3,8 @@ nn.TransformerEncoder (d_model 16, 2 layers) is drawn with its layers and attent
 collapsible containers; a pick inside the attention streams, in activation and parameter space."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from labkit import open_notebook, run_cell, shoot
@@ -46,8 +48,8 @@ def test_transformer_layers_and_attention_are_containers_and_a_pick_inside_strea
     open_notebook(page, lab, "encoder.ipynb", [ENCODER])
     run_cell(page, 0)
     page.locator("[data-hx-node]").first.wait_for()
-    import json
-    in_attn = json.loads(page.locator(".jp-OutputArea-output").first.inner_text().strip().splitlines()[-1])
+    out = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']").first.inner_text()
+    in_attn = json.loads([ln for ln in out.splitlines() if ln.startswith("[")][-1])
     assert len(in_attn) >= 3, in_attn
     # the layers are containers: collapsible, expandable
     for c in ("enc.layers.0", "enc.layers.1"):
