@@ -271,10 +271,18 @@ def test_inputs_are_checked_in_the_page_with_the_kernels_limits(page, frontend):
     ci.fill("20")
     ci.press("Enter")
     err.wait_for(state="hidden")
-    # the kernel's limit itself is accepted and runs (target ±20 % stops it early)
+    # the kernel's limit itself is accepted and runs (target ±20 % stops it early); the metric
+    # cards keep their height while values stream in (empty, streaming, done)
+    heights = "() => [...document.querySelectorAll('[data-hx-metric]')].map(e => e.getBoundingClientRect().height)"
+    before = page.evaluate(heights)
+    page.evaluate("""(js) => { window.__hxHeights = new Set();
+        const f = eval(js); new MutationObserver(() => f().forEach(h => window.__hxHeights.add(Math.round(h))))
+          .observe(document.querySelector('.hx-metrics'), {subtree: true, attributes: true, childList: true}); }""", heights)
     page.locator('[data-hx-node="blocks.0.1"]').first.click()
     page.locator('[data-hx-node="blocks.1.1"]').first.click()
     wait_status(page, "done", "estimate", 120)
+    seen = page.evaluate("[...window.__hxHeights]")
+    assert seen == [round(before[0])] and len(set(before)) == 1, (before, seen)
     msg = page.locator(".hx-status-msg").first.inner_text()
     assert "target ±20 % reached" in msg, msg
     assert not page.hx_errors, page.hx_errors
