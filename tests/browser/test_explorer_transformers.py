@@ -32,10 +32,16 @@ print(json.dumps([n["id"] for n in w.graph["nodes"] if "enc.layers.0.self_attn" 
 w"""
 
 
-def wait_done(page, kind="estimate", timeout=180):
-    page.wait_for_function("(k) => { const s = document.querySelector('[data-hx-status]');"
-                           " return s && s.dataset.hxKind === k && ['done', 'error'].includes(s.dataset.hxStatus); }",
-                           arg=kind, timeout=timeout * 1000)
+def job(page) -> int:
+    return int(page.locator("[data-hx-status]").first.get_attribute("data-hx-job") or 0)
+
+
+def wait_done(page, after: int, kind="estimate", timeout=180):
+    """Wait for a job newer than ``after`` (the one a pick just started) to end."""
+    page.wait_for_function("([k, after]) => { const s = document.querySelector('[data-hx-status]');"
+                           " return s && Number(s.dataset.hxJob) > after && s.dataset.hxKind === k"
+                           " && ['done', 'error', 'cancelled'].includes(s.dataset.hxStatus); }",
+                           arg=[kind, after], timeout=timeout * 1000)
     st = page.locator("[data-hx-status]").first
     assert st.get_attribute("data-hx-status") == "done", page.locator(".hx-status-msg").first.inner_text()
 
@@ -71,16 +77,18 @@ def test_transformer_layers_and_attention_are_containers_and_a_pick_inside_strea
     # the attention's packed Q/K/V projection against the attention's output (SDPA)
     v = next(i for i in inside if i.startswith("linear"))
     w2 = next(i for i in inside if i.startswith("scaled_dot_product_attention"))
+    before = job(page)
     page.locator(f'[data-hx-node="{v}"]').first.click()
     page.locator(f'[data-hx-node="{w2}"]').first.click()
-    wait_done(page)
+    wait_done(page, before)
     r = page.locator('[data-hx-metric="resonance"]').first
     assert r.get_attribute("data-hx-probes") == "24" and float(r.get_attribute("data-hx-value")) > 0
     shoot(page, "i10-8-encoder-attention-pick")
     # parameter space: the attention's group against the first feed-forward layer
     page.locator('[data-hx-space="parameter"]').first.click()
+    before = job(page)
     page.locator(f'[data-hx-node="{attn}"], [data-hx-aliases~="{attn}"]').first.click()
     page.locator('[data-hx-node="enc.layers.0.linear1"]').first.click()
-    wait_done(page)
+    wait_done(page, before)
     assert float(page.locator('[data-hx-metric="resonance"]').first.get_attribute("data-hx-value")) > 0
     assert not page.hx_errors, page.hx_errors
