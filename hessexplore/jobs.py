@@ -279,6 +279,7 @@ class Job:
     started: float | None = None
     ended: float | None = None
     follow: tuple | None = None          # (kind, fn, label, initial): queued when this job ends done
+    cancel_times: dict = field(default_factory=dict)   # wall clock of a user cancel: sent (page), received
 
     def cancel(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -428,11 +429,17 @@ class JobRunner:
         self.publisher.update(gen, final=True, **{self.status_trait: status}, **traits)
         return gen
 
-    def cancel(self) -> Job | None:
-        """Cancel the running (or queued) job; it ends ``cancelled``.  None if nothing runs."""
+    def cancel(self, sent_at: float | None = None) -> Job | None:
+        """Cancel the running (or queued) job; it ends ``cancelled``.  None if nothing runs.
+
+        ``sent_at``: wall-clock seconds when the page sent the cancel; the final status then
+        carries ``latency = {message_s, worker_s}`` (page → kernel handler, handler → worker
+        stopped) — where a slow cancel spends its time."""
+        received = time.time()
         with self._lock:
             for job in (self._pending, self._current):      # the newest first; skip ones already stopping
                 if job is not None and not job.stop.is_set() and not job.finished.is_set():
+                    job.cancel_times = {"sent": sent_at, "received": received}
                     job.cancel("user")
                     return job
             return None
@@ -514,6 +521,8 @@ class JobRunner:
         except JobCancelled:
             state = "cancelled"
             message = "Cancelled" + (f" after {ctx.summary}" if ctx.summary else "")
+            if job.cancel_times:
+                job.cancel_times["stopped"] = time.time()
         except HessExploreError as exc:
             state, message = "error", str(exc)
         except Exception as exc:  # noqa: BLE001 - reported in the page, kept for inspection
@@ -531,7 +540,12 @@ class JobRunner:
         job.state, job.message = state, message
         job.ended = time.perf_counter()
         # dropped by the publisher when the job was superseded (a newer generation owns the status)
-        self.publisher.update(job.id, final=True, **{self.status_trait: ctx.status(state, message)})
+        final = ctx.status(state, message)
+        t = job.cancel_times
+        if state == "cancelled" and t.get("stopped") is not None:
+            final["latency"] = {"message_s": None if t.get("sent") is None else round(t["received"] - t["sent"], 4),
+                                "worker_s": round(t["stopped"] - t["received"], 4)}
+        self.publisher.update(job.id, final=True, **{self.status_trait: final})
         job.finished.set()
         if interrupt is not None:
             raise interrupt

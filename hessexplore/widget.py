@@ -13,8 +13,9 @@ publisher writes traits at most 20 times a second inside ``hold_sync()``.
 from __future__ import annotations
 
 import math
-import numbers
 import os
+import re
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,15 +25,15 @@ import torch
 import traitlets
 
 from . import metrics
-from .errors import HessExploreError, JobCancelled
+from .errors import BlockTooLargeError, HessExploreError, JobCancelled
 from .jobs import JobContext, JobRunner, Publisher, SyncExecutor, ThreadExecutor, summarize_exception
 from .results import Block, CouplingMap
-from .session import SPACES, Session
+from .session import Session
+from . import widget_protocol as proto
+from . import widget_export
+from .widget_format import format_value_err
+from .widget_protocol import MAX_PROBES, MESSAGE_TYPES, MODES, PROTOCOL, ProtocolError  # noqa: F401 - public names
 
-PROTOCOL = 1
-MESSAGE_TYPES = ("compute", "cancel", "coupling_map", "spectrum")
-MODES = ("exact", "stream")
-MAX_PROBES = 1_000_000
 STATIC = Path(__file__).parent / "static"
 BUNDLE = STATIC / "widget.js"
 BUNDLE_CSS = STATIC / "widget.css"
@@ -43,10 +44,6 @@ __all__ = ["Explorer", "explore", "ProtocolError", "BundleMissingError", "buf", 
 #: spectrum settings of the explorer's streaming jobs (Session.iter_spectrum keywords)
 SPECTRUM_K = 5
 SPECTRUM_PROBES = 16
-
-
-class ProtocolError(HessExploreError):
-    """A message from the page that does not follow docs/widget-protocol.md."""
 
 
 class BundleMissingError(RuntimeError):
@@ -104,53 +101,12 @@ def downsample(m: torch.Tensor, max_shown: int) -> torch.Tensor:
     return torch.nn.functional.adaptive_avg_pool2d(m[None, None].to(torch.float64), out)[0, 0].to(m.dtype)
 
 
-# ---- message validation ----------------------------------------------------------------------
-def _kind_of(content) -> str | None:
-    if not isinstance(content, dict):
-        return None
-    t = content.get("type")
-    if t == "compute":
-        return "block" if content.get("mode") == "exact" else "estimate"
-    return {"coupling_map": "map", "spectrum": "spectrum"}.get(t)
-
-
-def _name(content: dict, key: str, what: str, optional: bool = False):
-    x = content.get(key)
-    if x is None and optional:
-        return None
-    if not isinstance(x, str) or not x:
-        raise ProtocolError(f"{content.get('type')} needs {key!r}, {what} (a non-empty string), got {x!r}")
-    return x
-
-
-def _space(content: dict) -> str:
-    space = content.get("space", "activation")
-    if space is None:
-        space = "activation"
-    if space not in SPACES:
-        raise ProtocolError(f"space must be 'activation' or 'parameter', got {space!r}")
-    return space
-
-
-def _int(content: dict, key: str, default: int, lo: int, hi: int) -> int:
-    x = content.get(key, default)
-    if x is None:
-        x = default
-    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x) or int(x) != x:
-        raise ProtocolError(f"{key!r} must be an integer, got {x!r}")
-    x = int(x)
-    if not lo <= x <= hi:
-        raise ProtocolError(f"{key!r} must be between {lo:,} and {hi:,}, got {x:,}")
-    return x
-
-
-def _rel_ci(content: dict) -> float | None:
-    x = content.get("rel_ci")
-    if x is None:
-        return None
-    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not (0 < x <= 1):
-        raise ProtocolError(f"'rel_ci' must be null or a fraction in (0, 1] (0.05 = ±5 %), got {x!r}")
-    return float(x)
+def widget_words(message: str) -> str:
+    """An engine message rephrased for the page: its advice to call ``s.estimate(...)`` becomes
+    "switch to Stream", ``Session(..., max_exact_dim=...)`` becomes ``hx.explore(...)``."""
+    message = re.sub(r"Use s\.estimate\([^)]*\) for streaming estimates with error bars,?",
+                     "Switch to Stream for estimates with error bars,", message)
+    return message.replace("Session(..., max_exact_dim=...)", "hx.explore(..., max_exact_dim=...)")
 
 
 def _has_params(session: Session, name: str) -> bool:
@@ -158,15 +114,6 @@ def _has_params(session: Session, name: str) -> bool:
         return session.dim(name, "parameter") > 0
     except HessExploreError:
         return False
-
-
-def _bool(content: dict, key: str, default: bool = False) -> bool:
-    x = content.get(key, default)
-    if x is None:
-        return default
-    if not isinstance(x, bool):
-        raise ProtocolError(f"{key!r} must be true or false, got {x!r}")
-    return x
 
 
 # ---- checkpoint replay -----------------------------------------------------------------------
@@ -236,7 +183,8 @@ def _spectrum_progress(sp, steps: int, probes: int) -> float:
     """0..1 through a streaming spectrum: Lanczos steps, then SLQ probes (halves for lanczos+slq)."""
     if sp.done:
         return 1.0
-    lz = min(sp.lanczos_iterations / max(steps, 1), 0.99)
+    # a converged Lanczos stage is complete whatever its step budget (10/200 steps is not 5 %)
+    lz = 1.0 if sp.converged else min(sp.lanczos_iterations / max(steps, 1), 0.99)
     slq = min((sp.slq.num_probes if sp.slq is not None else 0) / max(probes, 1), 0.99)
     if sp.method == "lanczos":
         return lz
@@ -279,6 +227,8 @@ class Explorer(anywidget.AnyWidget):
     max_eigen_dim : diagonal blocks up to this size also carry their eigenvalues.
     run : a tracked training run (``hx.Run``, ``hx.Tracker``, or a path to a saved one) to replay
         through the graph's colours; see :meth:`load_run`.
+    export_dir : folder the page's Export button writes into (default: the kernel's working
+        directory, the notebook's folder).
     """
 
     graph = traitlets.Dict().tag(sync=True)
@@ -289,9 +239,10 @@ class Explorer(anywidget.AnyWidget):
     coupling_map = traitlets.Dict().tag(sync=True)
     spectrum = traitlets.Dict().tag(sync=True)
     run = traitlets.Dict().tag(sync=True)
+    exported = traitlets.Dict().tag(sync=True)
 
     def __init__(self, session: Session, *, executor=None, max_shown: int = 128, max_rate: float = 20.0,
-                 history_points: int = 200, max_eigen_dim: int = 2048, run=None, **kwargs):
+                 history_points: int = 200, max_eigen_dim: int = 2048, run=None, export_dir=None, **kwargs):
         if not isinstance(session, Session):
             raise TypeError(f"Explorer needs a hessexplore.Session, got {type(session).__name__}")
         esm, css = _bundle()
@@ -303,6 +254,9 @@ class Explorer(anywidget.AnyWidget):
         self.max_shown = int(max_shown)
         self.history_points = int(history_points)
         self.max_eigen_dim = int(max_eigen_dim)
+        #: where the page's Export writes its files (default: the kernel's working directory,
+        #: i.e. the notebook's folder in Jupyter)
+        self.export_dir = Path(export_dir) if export_dir is not None else Path.cwd()
         self.result: Any = None
         self._publisher = Publisher(self._write, max_rate=max_rate)
         self._runner = JobRunner(self._publisher, executor if executor is not None else ThreadExecutor())
@@ -326,15 +280,21 @@ class Explorer(anywidget.AnyWidget):
         g = s.graph.to_json() if s.graph is not None else {"nodes": [], "edges": [], "modules": [],
                                                             "batch_size": s.batch_size}
         g["groups"] = s.groups
+        # the kernel's limits, so the page validates its inputs with them
+        g["limits"] = {"probes": [1, MAX_PROBES], "rel_ci": [0, 1], "max_exact_dim": s.max_exact_dim,
+                       "name": proto.MAX_NAME}
         g["device"] = str(s.device)
         g["dtype"] = str(s.dtype).replace("torch.", "")
         g.setdefault("batch_size", s.batch_size)
         return g
 
     # -- messages from the page --
-    def _on_custom_msg(self, _widget, content, buffers) -> None:  # noqa: ARG002
+    def _on_custom_msg(self, _widget, content, buffers) -> None:
         """Comm callback: never raises; bad input becomes an ``error`` status."""
         try:
+            if proto.message_type(content) == "export":
+                self._export(content, buffers)
+                return
             self._dispatch(content)
         except HessExploreError as exc:
             self._reject(content, str(exc))
@@ -342,46 +302,68 @@ class Explorer(anywidget.AnyWidget):
             self._reject(content, summarize_exception(exc))
 
     def _reject(self, content, message: str) -> None:
-        kind = _kind_of(content) or self.status.get("kind", "estimate")
-        self._runner.reject(kind, message)
+        kind = proto.kind_of(content) or self.status.get("kind", "estimate")
+        self._runner.reject(kind, proto.clip_message(message))
 
     def _dispatch(self, content) -> int | None:
-        if not isinstance(content, dict):
-            raise ProtocolError(f"a message must be a JSON object, got {type(content).__name__}")
-        if "protocol" not in content:
-            raise ProtocolError(f"message has no 'protocol' field; this kernel's hessexplore speaks protocol {PROTOCOL}")
-        p = content["protocol"]
-        if isinstance(p, bool) or not isinstance(p, int) or p != PROTOCOL:
-            raise ProtocolError(
-                f"unsupported protocol version {content['protocol']!r}: this kernel's hessexplore speaks protocol "
-                f"{PROTOCOL}. The page and the Python package come from different versions: reinstall "
-                "(`pip install -e .`), restart the kernel and reload the page.")
-        t = content.get("type")
-        if t not in MESSAGE_TYPES:
-            raise ProtocolError(f"unknown message type {t!r}; expected one of {', '.join(MESSAGE_TYPES)}")
+        t = proto.check_envelope(content)
         if t == "cancel":
-            job = self._runner.cancel()
+            sent = content.get("sent_at")     # page's clock (ms since the epoch): measures the message path
+            ok = isinstance(sent, (int, float)) and not isinstance(sent, bool) and math.isfinite(sent)
+            job = self._runner.cancel(sent_at=sent / 1000.0 if ok else None)
             return job.id if job is not None else None
         if t == "compute":
             return self._compute(content)
         if t == "coupling_map":
             return self._map(content)
+        if t == "export":
+            raise ProtocolError("'export' carries the files as binary buffers of a message from the page; "
+                                "from Python, save figures with hessexplore.plots")
         return self._spectrum(content)
 
+    def _export(self, content: dict, buffers) -> None:
+        """Write the page's exported files (SVG / PNG bytes in the message's buffers) into
+        :attr:`export_dir` on a short-lived thread; the ``exported`` trait says where they went
+        (or why not).  Never touches the running job."""
+        seq = content.get("seq") if isinstance(content.get("seq"), int) else None
+        try:
+            proto.check_envelope(content)
+            files = widget_export.validate(content, buffers)
+        except HessExploreError as exc:
+            self._set_exported({"seq": seq, "files": [], "dir": str(self.export_dir), "error": proto.clip_message(str(exc))})
+            return
+
+        def work():
+            out = widget_export.write_exports(self.export_dir, files)
+            self._set_exported({"seq": seq, **out})
+        threading.Thread(target=work, name="hessexplore-export", daemon=True).start()
+
+    def _set_exported(self, payload: dict) -> None:
+        with self._publisher.lock:
+            with self.hold_sync():
+                self.exported = payload
+
     def _compute(self, c: dict) -> int:
-        v = _name(c, "v", "a node name")
-        w = _name(c, "w", "a node name", optional=True) or v
-        space = _space(c)
-        mode = c.get("mode", "stream") or "stream"
-        if mode not in MODES:
-            raise ProtocolError(f"mode must be 'exact' or 'stream', got {mode!r}")
-        probes = _int(c, "probes", 200, 1, MAX_PROBES)
-        rel_ci = _rel_ci(c)
-        seed = _int(c, "seed", 0, 0, 2**63 - 1)
-        follow = _bool(c, "spectrum")
+        v = proto.name(c, "v", "a node name")
+        w = proto.name(c, "w", "a node name", optional=True) or v
+        space = proto.space(c)
+        mode = proto.mode(c)
+        probes = proto.integer(c, "probes", 200, 1, MAX_PROBES)
+        rel_ci = proto.rel_ci(c)
+        seed = proto.integer(c, "seed", 0, 0, 2**63 - 1)
+        follow = proto.boolean(c, "spectrum")
         s = self.session
-        s.dim(v, space), s.dim(w, space)        # unknown names -> UnknownNameError (readable)
-        sel = {"v": v, "w": w, "space": space, "mode": mode, "probes": probes, "rel_ci": rel_ci}
+        dv, dw = s.dim(v, space), s.dim(w, space)        # unknown names -> UnknownNameError (readable)
+        # Exact over the session's limit would only end in an error (and a diagonal pick's
+        # spectrum would never start): stream the same pair instead and say why.
+        fallback = ""
+        asked = mode
+        if mode == "exact" and max(dv, dw) > s.max_exact_dim:
+            big, d = (w, dw) if dw >= dv else (v, dv)
+            fallback = (f"{big} has {d:,} {'entries' if space == 'activation' else 'parameters'}, over the "
+                        f"Exact limit ({s.max_exact_dim:,}): streamed instead")
+            mode = "stream"
+        sel = {"v": v, "w": w, "space": space, "mode": asked, "probes": probes, "rel_ci": rel_ci}
         # a diagonal pick with "spectrum": the local spectrum of the node's parameter group follows
         # the block as a job of its own (queued only if the block ends done and nothing newer came)
         group, why = self.spectrum_group(v, space) if follow and v == w else (None, "")
@@ -414,8 +396,14 @@ class Explorer(anywidget.AnyWidget):
             label = f"Streaming H[{v}, {w}] ({space}) · 0/{probes} probes"
             head = {"v": v, "w": w, "space": space, "probes": 0, "budget": probes, "done": False,
                     "metrics": {}, "history": {}}
+            if fallback:
+                label = f"{fallback} · {label}"
+
+            def stream(ctx):
+                msg = self._run_estimate(ctx, v, w, space, probes, rel_ci, seed)
+                return f"{msg} · {fallback}" if fallback else msg
             job = self._runner.submit(
-                "estimate", with_follow(lambda ctx: self._run_estimate(ctx, v, w, space, probes, rel_ci, seed)),
+                "estimate", with_follow(stream),
                 label, initial=lambda job_id: initial(job_id, {"estimate": {"job": job_id, **head}}),
                 selection=sel)
         return job.id
@@ -457,14 +445,9 @@ class Explorer(anywidget.AnyWidget):
         return {**base, "pending": True, "note": f"Local spectrum of {group} ({why}): follows the block H[{node}, {node}]."}
 
     def _map(self, c: dict) -> int:
-        space = _space(c)
-        nodes = c.get("nodes")
+        space = proto.space(c)
+        nodes = proto.names(c, "nodes")
         if nodes is not None:
-            if not isinstance(nodes, (list, tuple)) or not all(isinstance(n, str) and n for n in nodes):
-                raise ProtocolError(f"'nodes' must be null or a list of node names, got {nodes!r}")
-            nodes = list(dict.fromkeys(nodes))
-            if not nodes:
-                raise ProtocolError("'nodes' is an empty list; pass null for all nodes")
             for n in nodes:
                 self.session.dim(n, space)
         n = len(nodes) if nodes is not None else len(self.session.nodes if space == "activation" else self.session.groups)
@@ -472,17 +455,13 @@ class Explorer(anywidget.AnyWidget):
         return self._runner.submit("map", lambda ctx: self._run_map(ctx, nodes, space), label).id
 
     def _spectrum(self, c: dict) -> int:
-        group = _name(c, "group", "a parameter group name")
+        group = proto.name(c, "group", "a parameter group name")
         if getattr(self.session, "iter_spectrum", None) is None:
             raise HessExploreError("the local spectrum is not available in this version of hessexplore "
                                    "(Session.iter_spectrum is missing)")
         from .spectra import METHODS, PARTS
-        part = c.get("part") or "full"
-        method = c.get("method") or "auto"
-        if part not in PARTS:
-            raise ProtocolError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
-        if method not in METHODS:
-            raise ProtocolError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        part = proto.choice(c, "part", PARTS, "full")
+        method = proto.choice(c, "method", METHODS, "auto")
         self.session.dim(group, "parameter")       # unknown group -> readable error
         label = f"Local spectrum of {group} ({part}, {method})"
         head = {"group": group, "node": None, "part": part, "method": method, "eigenvalues": None, "density": None,
@@ -496,7 +475,10 @@ class Explorer(anywidget.AnyWidget):
             ctx.publish(progress=0.8 * done / max(total, 1),
                         message=f"Exact H[{v}, {w}] ({space}) · {done}/{total} columns")
             ctx.summary = f"{done}/{total} columns"
-        b = self.session.block(v, w, space, should_stop=ctx.should_stop, progress=progress)
+        try:
+            b = self.session.block(v, w, space, should_stop=ctx.should_stop, progress=progress)
+        except BlockTooLargeError as exc:      # the library's advice, in the page's words
+            raise HessExploreError(widget_words(str(exc))) from None
         ctx.check()
         payload = self._block_json(ctx.id, b)
         ctx.check()
@@ -566,7 +548,7 @@ class Explorer(anywidget.AnyWidget):
             return f"H[{v}, {w}] ({space}) · no probes"
         early = f" (target ±{100 * rel_ci:.3g} % reached)" if rel_ci is not None and snap.probes < probes else ""
         R = snap.resonance
-        return f"H[{v}, {w}] ({space}) · {snap.probes} probes{early} · R = {R.value:.4g} ± {R.stderr:.2g}"
+        return f"H[{v}, {w}] ({space}) · {snap.probes} probes{early} · R = {format_value_err(R.value, R.stderr)}"
 
     def _run_map(self, ctx: JobContext, nodes, space: str) -> str:
         cm = None
@@ -593,8 +575,11 @@ class Explorer(anywidget.AnyWidget):
         steps = min(n, max(200, 4 * SPECTRUM_K))          # Lanczos' step budget (iter_spectrum's default)
         budget = {"lanczos_iterations": steps, "slq_probes": SPECTRUM_PROBES}
         sp = None
+        # "auto" must pick a method that works: never a dense matrix over the session's exact limit
+        from .spectra import DENSE_MAX
+        extra = {"dense_max": min(DENSE_MAX, self.session.max_exact_dim)} if method == "auto" else {}
         for sp in self.session.iter_spectrum(group, part, method, should_stop=ctx.should_stop,
-                                             k=SPECTRUM_K, num_probes=SPECTRUM_PROBES):
+                                             k=SPECTRUM_K, num_probes=SPECTRUM_PROBES, **extra):
             progress = _spectrum_progress(sp, steps, SPECTRUM_PROBES)
             ctx.summary = (f"{sp.matvecs} products" if sp.matvecs else "") + (f" ({sp.stage})" if sp.stage else "")
             payload = self._spectrum_json(ctx.id, sp)

@@ -158,15 +158,27 @@ def test_big_block_is_block_averaged(session, monkeypatch):
     w.close()
 
 
-def test_block_too_large_is_a_readable_error(monkeypatch):
+def test_exact_over_the_limit_streams_instead_and_says_why(monkeypatch):
     s = hx.Session(*problem(), dtype=torch.float64, max_exact_dim=4)
     w = make(s, monkeypatch)
-    send(w, compute("blocks.0", "blocks.1", mode="exact"))
-    assert w.status["state"] == "error" and w.status["kind"] == "block"
-    assert "max_exact_dim=4" in w.status["message"] and "s.estimate(" in w.status["message"]
-    send(w, compute("blocks.0", "blocks.1", probes=16))   # the next job runs
-    assert w.status["state"] == "done" and w.estimate["probes"] == 16
+    send(w, compute("blocks.0", "blocks.1", mode="exact", probes=16))
+    st = w.status
+    assert st["state"] == "done" and st["kind"] == "estimate", st
+    assert "over the Exact limit (4): streamed instead" in st["message"]
+    assert w.estimate["probes"] == 16 and w.selection["mode"] == "exact"     # the user's choice is kept
+    # a diagonal pick still gets its local spectrum (Stream works where Exact would not)
+    send(w, {**compute("blocks.1", mode="exact", probes=8), "spectrum": True})
+    assert w.status["state"] == "done" and w.status["kind"] == "spectrum", w.status
+    assert w.spectrum["group"] == "blocks.1" and w.spectrum["done"]
     w.close()
+
+
+def test_block_too_large_in_the_engine_speaks_the_widgets_language():
+    msg = ("the exact block needs 10 Hessian-vector products (one per column of 'b', activation space), over "
+           "the limit max_exact_dim=4. Use s.estimate('a', 'b', space='activation') for streaming estimates "
+           "with error bars, or raise the limit with Session(..., max_exact_dim=...).")
+    out = wmod.widget_words(msg)
+    assert "s.estimate(" not in out and "Switch to Stream" in out and "hx.explore(..., max_exact_dim=...)" in out
 
 
 # ---- streaming -------------------------------------------------------------------------------

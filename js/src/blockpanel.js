@@ -1,7 +1,7 @@
 // Block heatmap panel: tabs Full / GN / Tensor on one shared diverging scale,
 // hover tooltip with the entry and its (i, j), eigenvalue strip for diagonal blocks.
 
-import { h, add, clear, sizeCanvas, placeTooltip, themeColors } from "./dom.js";
+import { h, add, clear, staleBanner, sizeCanvas, placeTooltip, themeColors } from "./dom.js";
 import { decodeBuf, downsample, binRange, formatNumber, formatInt } from "./codec.js";
 import { makeDiverging, symmetricVmax, fillPixels, paletteFor } from "./scale.js";
 
@@ -53,8 +53,9 @@ export function createBlockPanel(opts) {
   const sub = h("span", { class: "hx-panel-sub hx-sub-split" }, subPair, subShape);
   const body = h("div", { class: "hx-panel-body" });
   const tip = h("div", { class: "hx-tip", hidden: true, role: "tooltip" });
-  const el = h("section", { class: "hx-panel hx-block-panel" },
-    h("div", { class: "hx-panel-head" }, h("span", { class: "hx-panel-title" }, "Block"), sub, tabs), body, tip);
+  const stale = staleBanner();
+  const el = h("section", { class: "hx-panel hx-block-panel", "data-hx-panel": "block" },
+    h("div", { class: "hx-panel-head" }, h("span", { class: "hx-panel-title" }, "Block"), sub, tabs), stale.el, body, tip);
 
   function setTab(key) {
     tab = key;
@@ -222,6 +223,8 @@ export function createBlockPanel(opts) {
       render();
     },
     setSelection(sel) { selection = sel || {}; },
+    /** Mark the shown block as the current pick or as one from an earlier pick (banner `text`). */
+    setCurrent(current, text) { stale.set(el, current, text); },
     relayout() { if (state) render(); },
     /** Everything the PNG export needs: images of each part on the shared scale. */
     exportParts() {

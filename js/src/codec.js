@@ -168,12 +168,22 @@ export function absMax(...arrays) {
   return m;
 }
 
-function trimExp(s) {
-  // "1.5e+3" -> "1.5e3"
-  return s.replace("e+", "e");
+const SUP = { "-": "⁻", "+": "", 0: "⁰", 1: "¹", 2: "²", 3: "³", 4: "⁴", 5: "⁵", 6: "⁶", 7: "⁷", 8: "⁸", 9: "⁹" };
+
+/** Superscript digits of an integer: -4 -> "⁻⁴". */
+export function superscript(n) {
+  return String(n).split("").map((ch) => SUP[ch] ?? ch).join("");
 }
 
-/** Format a number with `sig` significant digits; "—" for missing, "∞" for infinities. */
+/** The page's one way to write a power of ten: "×10⁻⁴". */
+export function pow10(exp) {
+  return `×10${superscript(exp)}`;
+}
+
+/**
+ * Format a number with `sig` significant digits — the page's one number format: fixed for
+ * 10⁻³ ≤ |x| < 10⁵, else "2.080×10⁻⁴"; "−" for minus, "—" for missing, "∞" for infinities.
+ */
 export function formatNumber(x, sig = 4) {
   const v = toNumber(x);
   if (v === null) return "—";
@@ -181,11 +191,11 @@ export function formatNumber(x, sig = 4) {
   if (v === -Infinity) return "−∞";
   if (v === 0) return "0";
   const a = Math.abs(v);
-  let s;
-  if (a >= 1e-3 && a < 1e5) {
-    s = v.toPrecision(sig);
-    if (s.includes("e")) s = trimExp(s);
-  } else s = trimExp(v.toExponential(Math.max(0, sig - 1)));
+  let s = a >= 1e-3 && a < 1e5 ? v.toPrecision(sig) : null;
+  if (s === null || s.includes("e")) {
+    const [m, e] = v.toExponential(Math.max(0, sig - 1)).split("e");
+    s = m + pow10(Number(e));
+  }
   return s.replace(/-/g, "−");
 }
 
@@ -200,7 +210,8 @@ export function valueErrParts(value, stderr, { sig = 2, maxDecimals = 6, sci = f
   const e = toNumber(stderr);
   if (v === null) return { value: "—", err: e === null ? null : formatNumber(e, sig), exp: null };
   if (!Number.isFinite(v)) return { value: formatNumber(v), err: null, exp: null };
-  if (e === null || !Number.isFinite(e) || e <= 0) return { value: formatNumber(v, 4), err: null, exp: null };
+  if (e === 0) return { value: formatNumber(v, 4), err: "0", exp: null };   // converged: exact to rounding
+  if (e === null || !Number.isFinite(e) || e < 0) return { value: formatNumber(v, 4), err: null, exp: null };
   let d = Math.floor(Math.log10(e)) - (sig - 1);
   if (Math.round(e / Math.pow(10, d)) >= Math.pow(10, sig)) d += 1;
   const mag = Math.floor(Math.log10(Math.max(Math.abs(v), e)));
@@ -253,16 +264,16 @@ export function valueErrCandidates(value, stderr) {
 export function valueErrLength(p) {
   let n = p.value.length;
   if (p.err !== null) n += 3 + p.err.length;
-  if (p.exp !== null) n += (p.err !== null ? 2 : 0) + 4 + String(p.exp).length;
+  if (p.exp !== null) n += (p.err !== null ? 2 : 0) + 3 + String(p.exp).length;
   return n;
 }
 
-/** "0.532 ± 0.014", "(5.32 ± 0.14)e-5", "0.5321" (no stderr) or "—". */
+/** "0.532 ± 0.014", "(5.32 ± 0.14)×10⁻⁵", "0.5321" (no stderr) or "—" (the cards' format too). */
 export function formatValueErr(value, stderr, opts) {
   const p = valueErrParts(value, stderr, opts);
   if (p.err === null) return p.value;
   if (p.exp === null) return `${p.value} ± ${p.err}`;
-  return `(${p.value} ± ${p.err})e${p.exp}`.replace("e-", "e−");
+  return `(${p.value} ± ${p.err})${pow10(p.exp)}`;
 }
 
 /** Integer with thousands separators ("12,345"); "—" when missing. */

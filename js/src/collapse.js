@@ -8,7 +8,6 @@
 
 import { edgePairs } from "./layout.js";
 
-const DIGITS = /^\d+$/;
 
 /**
  * Index the containers of a graph.
@@ -159,26 +158,38 @@ export function toggleCollapsed(collapsed, name) {
 }
 
 /**
- * Groups of repeated sibling containers: containers in the same enclosing container whose
- * names differ only in a trailing index (`blocks.0`, `blocks.1`, ... or `0`, `1`, ... at top
- * level) and that have the same module type; two or more of them.
- * @returns {string[][]} lists of container names (index order), outermost groups first
+ * The shape of a container, for spotting repeated structure: its module type and the set of
+ * operations inside it (types of its member nodes). Names play no part, so `blocks.3`,
+ * `encoder_layer_3` and ResNet's `layer3` are all recognised; the set (not the sequence or
+ * the count) lets a stage whose first block also downsamples match the others.
+ */
+export function containerShape(c, byId) {
+  const ops = new Set(c.members.map((id) => String((byId.get(id) || {}).op || "")));
+  return [c.type, ...[...ops].sort()].join("\u0001");
+}
+
+/**
+ * Groups of repeated sibling containers: two or more containers in the same enclosing
+ * container with the same shape (see containerShape) and at least two members each.
+ * @returns {string[][]} lists of container names (graph order), outermost groups first
  */
 export function repeatedSiblings(graph) {
   const cons = containersOf(graph);
+  const nodes = (graph && graph.nodes) || [];
+  const byId = new Map(nodes.map((n) => [String(n.id), n]));
+  const first = new Map(nodes.map((n, i) => [String(n.id), i]));
   const buckets = new Map();
   for (const c of cons.values()) {
-    const m = /^(?:(.*)\.)?(\d+)$/.exec(c.name);
-    if (!m) continue;
-    const key = [c.parent ?? "", m[1] ?? "", c.type].join("\u0000");
+    if (c.members.length < 2) continue;
+    const key = [c.parent ?? "", containerShape(c, byId)].join("\u0000");
     if (!buckets.has(key)) buckets.set(key, { depth: c.depth, names: [] });
     buckets.get(key).names.push(c.name);
   }
-  const index = (name) => Number(name.split(".").pop());
+  const pos = (name) => first.get(cons.get(name).members[0]);
   return [...buckets.values()]
     .filter((b) => b.names.length >= 2)
-    .sort((a, b) => a.depth - b.depth)
-    .map((b) => b.names.sort((x, y) => index(x) - index(y)));
+    .sort((a, b) => a.depth - b.depth || pos(a.names[0]) - pos(b.names[0]))
+    .map((b) => b.names.sort((x, y) => pos(x) - pos(y)));
 }
 
 /**
@@ -220,11 +231,17 @@ export function defaultCollapsed(graph, { maxNodes = 40 } = {}) {
 
 /**
  * The name to send for a visible node: a collapsed container's name when it has an output
- * alias, the node id otherwise; null when the node cannot be picked in that space.
+ * alias, the node id otherwise; null when the node cannot be picked in that space. In
+ * parameter space a node is a group when it owns parameters or when its name is one of the
+ * session's parameter groups (`groups`): e.g. an attention module whose weights are used by the
+ * function nodes drawn inside it (its output node itself counts none).
  */
-export function pickName(visNode, space = "activation") {
+export function pickName(visNode, space = "activation", groups = null) {
   if (!visNode) return null;
-  if (space === "parameter") return (Number(visNode.params) || 0) > 0 ? String(visNode.id) : null;
+  if (space === "parameter") {
+    const id = String(visNode.id);
+    return (Number(visNode.params) || 0) > 0 || (groups && groups.has(id)) ? id : null;
+  }
   if (visNode.collapsed) return visNode.addressable ? String(visNode.id) : null;
   return visNode.addressable === false ? null : String(visNode.id);
 }

@@ -3,6 +3,7 @@
 
 import { h } from "./dom.js";
 import { formatDuration, toNumber } from "./codec.js";
+import { checkProbes, checkRelCI, DEFAULT_LIMITS } from "./pick.js";
 
 function segmented(name, options, onPick) {
   const el = h("div", { class: "hx-seg", role: "group", "aria-label": name });
@@ -32,18 +33,32 @@ export function createToolbar(opts) {
     ["exact", "Exact", "Dense block by batched Hessian-vector products"],
     ["stream", "Stream", "Streaming estimates with error bars as probes accumulate"],
   ], (v) => opts.onChange({ mode: v }));
-  const probes = h("input", { type: "number", min: 1, max: 100000, step: 10, inputmode: "numeric", "data-hx-control": "probes", "aria-label": "Probe budget" });
-  const relci = h("input", { type: "number", min: 0, max: 100, step: 0.5, placeholder: "off", "data-hx-control": "rel_ci", "aria-label": "Target relative CI in percent" });
+  let limits = DEFAULT_LIMITS;
+  // text fields (not type=number: the browser would clamp, round or silently drop what was
+  // typed); checked on change with the kernel's limits, the reason shown next to them
+  const probes = h("input", { type: "text", inputmode: "numeric", "data-hx-control": "probes", "aria-label": "Probe budget", autocomplete: "off" });
+  const relci = h("input", { type: "text", inputmode: "decimal", placeholder: "off", "data-hx-control": "rel_ci", "aria-label": "Target relative CI in percent", autocomplete: "off" });
+  const fieldError = h("div", { class: "hx-field-error", "data-hx-field-error": "", role: "alert", hidden: true });
+  const errors = new Map();
+  const showErrors = () => {
+    const msgs = [...errors.values()];
+    fieldError.hidden = !msgs.length;
+    fieldError.textContent = msgs.join(" ");
+  };
+  const mark = (input, key, check) => {
+    input.setAttribute("aria-invalid", check.ok ? "false" : "true");
+    input.classList.toggle("hx-invalid", !check.ok);
+    if (check.ok) errors.delete(key); else errors.set(key, check.error);
+    showErrors();
+    return check.ok;
+  };
   probes.addEventListener("change", () => {
-    const v = Math.round(toNumber(probes.value) ?? 0);
-    if (v >= 1) opts.onChange({ probes: v });
-    else probes.value = String(sel.probes ?? "");
+    const c = checkProbes(probes.value, limits);
+    if (mark(probes, "probes", c)) opts.onChange({ probes: c.value });
   });
   relci.addEventListener("change", () => {
-    const raw = relci.value.trim();
-    const v = toNumber(raw);
-    if (raw === "" || v === null || v <= 0) { relci.value = ""; opts.onChange({ rel_ci: null }); }
-    else opts.onChange({ rel_ci: Math.min(v, 100) / 100 });
+    const c = checkRelCI(relci.value, limits);
+    if (mark(relci, "rel_ci", c)) opts.onChange({ rel_ci: c.value });
   });
   const compute = h("button", { class: "hx-btn hx-primary", type: "button", "data-hx-action": "compute", title: "Compute the block for the picked pair", onclick: () => opts.onCompute() }, "Compute");
   const cancel = h("button", { class: "hx-btn hx-danger", type: "button", "data-hx-action": "cancel", title: "Cancel the running job", onclick: () => opts.onCancel() }, "Cancel");
@@ -51,7 +66,9 @@ export function createToolbar(opts) {
   const fieldProbes = h("label", { class: "hx-field", title: "Probe budget of a streaming estimate" }, h("span", { class: "hx-field-label" }, "probes"), probes);
   const fieldCI = h("label", { class: "hx-field", title: "Stop early when the relative 95% CI of every metric is below this (empty = use the whole budget)" },
     h("span", { class: "hx-field-label" }, "target CI ±"), relci, h("span", { class: "hx-unit" }, "%"));
-  const el = h("div", { class: "hx-toolbar" }, space.el, mode.el, fieldProbes, fieldCI, h("span", { class: "hx-spacer" }), compute, cancel, exportBtn);
+  const el = h("div", { class: "hx-toolbar-wrap" },
+    h("div", { class: "hx-toolbar" }, space.el, mode.el, fieldProbes, fieldCI, h("span", { class: "hx-spacer" }), compute, cancel, exportBtn),
+    fieldError);
   cancel.disabled = true;
 
   return {
@@ -60,8 +77,8 @@ export function createToolbar(opts) {
       sel = { ...sel, ...(s || {}) };
       space.set(sel.space === "parameter" ? "parameter" : "activation");
       mode.set(sel.mode === "exact" ? "exact" : "stream");
-      if (document.activeElement !== probes) probes.value = sel.probes != null ? String(sel.probes) : "";
-      if (document.activeElement !== relci) {
+      if (document.activeElement !== probes && !errors.has("probes")) probes.value = sel.probes != null ? String(sel.probes) : "";
+      if (document.activeElement !== relci && !errors.has("rel_ci")) {
         const r = toNumber(sel.rel_ci);
         relci.value = r !== null && r > 0 ? String(Math.round(r * 1000) / 10) : "";
       }
@@ -70,6 +87,19 @@ export function createToolbar(opts) {
       relci.disabled = !streaming;
     },
     setStatus(st) { cancel.disabled = !(st && st.state === "running"); },
+    /** The kernel's limits (graph.limits); fields are checked against them. */
+    setLimits(l) {
+      limits = { ...DEFAULT_LIMITS, ...(l || {}) };
+      probes.title = `Probe budget: a whole number from ${limits.probes[0].toLocaleString("en-US")} to ${limits.probes[1].toLocaleString("en-US")}`;
+    },
+    /** The reason an input is invalid (a compute waits until it is fixed), or null. */
+    invalid() {
+      if (!errors.size) return null;
+      fieldError.classList.remove("hx-flash");
+      void fieldError.offsetWidth;
+      fieldError.classList.add("hx-flash");
+      return [...errors.values()].join(" ");
+    },
     setCanCompute(ok) { compute.disabled = !ok; },
   };
 }
@@ -99,6 +129,9 @@ export function createStatusLine() {
       el.setAttribute("data-hx-status", state);
       el.setAttribute("data-hx-job", s.job != null ? String(s.job) : "");
       el.setAttribute("data-hx-kind", s.kind ? String(s.kind) : "");
+      // where a cancel spent its time (page → kernel, kernel → worker stopped), for tests / benchmarks
+      const lat = s.latency && typeof s.latency === "object" ? s.latency : null;
+      el.setAttribute("data-hx-cancel-latency", lat ? `${lat.message_s ?? ""},${lat.worker_s ?? ""}` : "");
       stateEl.textContent = STATE_TEXT[state];
       const text = s.message ? String(s.message) : state === "idle" ? "Pick a node for v, then one for w." : "";
       msg.textContent = text;

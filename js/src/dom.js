@@ -28,14 +28,33 @@ export function add(el, ...children) {
   return append(el, children);
 }
 
-/** HTML element: h("div", {class: "x", onclick: fn}, child, "text", ...) */
-export function h(tag, attrs, ...children) {
-  return append(apply(document.createElement(tag), attrs), children);
+const FOCUSABLE = new Set(["button", "input", "select", "textarea", "a"]);
+
+/**
+ * Mark an element that can take focus so that notebook shortcuts do not fire while it has it.
+ * Lumino (JupyterLab, Notebook 7) matches a shortcut's selector walking up from the focused
+ * element and stops only at an element carrying `data-lm-suppress-shortcuts`; the focused
+ * element itself matches `.jp-Notebook.jp-mod-commandMode :focus`, so the attribute on the
+ * widget's root is never reached — it must sit on every focusable element.
+ */
+export function suppressShortcuts(el) {
+  el.setAttribute("data-lm-suppress-shortcuts", "true");
+  return el;
 }
 
-/** SVG element. */
+function guard(el, tag, attrs) {
+  if (FOCUSABLE.has(tag) || (attrs && attrs.tabindex !== undefined && attrs.tabindex !== null)) suppressShortcuts(el);
+  return el;
+}
+
+/** HTML element: h("div", {class: "x", onclick: fn}, child, "text", ...); focusable ones suppress notebook shortcuts. */
+export function h(tag, attrs, ...children) {
+  return append(guard(apply(document.createElement(tag), attrs), tag, attrs), children);
+}
+
+/** SVG element (focusable ones, with a tabindex, suppress notebook shortcuts). */
 export function s(tag, attrs, ...children) {
-  return append(apply(document.createElementNS(SVG_NS, tag), attrs), children);
+  return append(guard(apply(document.createElementNS(SVG_NS, tag), attrs), tag, attrs), children);
 }
 
 export function clear(el) {
@@ -133,4 +152,21 @@ export function placeTooltip(tip, container, clientX, clientY, offset = 14) {
   if (y + th > cr.height - 4) y = Math.max(4, clientY - cr.top - th - offset);
   tip.style.left = Math.round(x) + "px";
   tip.style.top = Math.round(y) + "px";
+}
+
+/**
+ * "From an earlier pick" marker of a panel: `set(section, current, text)` toggles the panel's
+ * `hx-stale` class and `data-hx-current` attribute and shows `text` in a banner while stale.
+ */
+export function staleBanner() {
+  const el = h("div", { class: "hx-stale-banner", "data-hx-stale": "", hidden: true, role: "note" });
+  return {
+    el,
+    set(section, current, text) {
+      section.classList.toggle("hx-stale", !current);
+      section.setAttribute("data-hx-current", current ? "true" : "false");
+      el.hidden = current;
+      el.textContent = current ? "" : text;
+    },
+  };
 }

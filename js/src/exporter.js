@@ -52,7 +52,8 @@ export function panelsCanvas(o) {
   const mapW = o.mapCanvas ? parseFloat(o.mapCanvas.style.width) || o.mapCanvas.width : 0;
   const mapH = o.mapCanvas ? parseFloat(o.mapCanvas.style.height) || o.mapCanvas.height : 0;
   const mapScale = mapW > W - 2 * pad ? (W - 2 * pad) / mapW : 1;
-  const H = pad + 50 + 18 + metricRows * 22 + 16 + blockH + (o.mapCanvas ? 30 + mapH * mapScale : 0) + pad;
+  const legendH = o.mapCanvas && o.mapLegend ? 22 + 16 * (o.mapLegend.notes || []).length : 0;
+  const H = pad + 50 + 18 + metricRows * 22 + 16 + blockH + (o.mapCanvas ? 30 + mapH * mapScale + legendH : 0) + pad;
   const dpr = 2;
   const c = document.createElement("canvas");
   c.width = W * dpr;
@@ -121,6 +122,21 @@ export function panelsCanvas(o) {
     y += 10;
     ctx.imageSmoothingEnabled = true;
     ctx.drawImage(o.mapCanvas, pad, y, mapW * mapScale, mapH * mapScale);
+    y += mapH * mapScale + 18;
+    const L = o.mapLegend;
+    if (L) {
+      // the map's legend: what is drawn, its colour bar with both ends, and the notes
+      text(ctx, L.title, pad, y, ui(12, 600), t.fg);
+      const x0 = pad + Math.min(420, ctx.measureText(L.title).width + 16);
+      text(ctx, L.lo, x0, y, mono(11), t.fg2, 80);
+      const bx = x0 + 8 + ctx.measureText(L.lo).width;
+      for (let x = 0; x < 160; x++) {
+        ctx.fillStyle = L.color((x + 0.5) / 160);
+        ctx.fillRect(bx + x, y - 9, 1, 10);
+      }
+      text(ctx, L.hi, bx + 166, y, mono(11), t.fg2);
+      (L.notes || []).forEach((line, i) => text(ctx, line, pad, y + 16 * (i + 1), ui(11), t.fg3, W - 2 * pad));
+    }
   }
   return c;
 }

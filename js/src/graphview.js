@@ -2,14 +2,15 @@
 // container boxes, node picking (mouse and keyboard) and hover tooltips.
 
 import { h, add, s, clear, uniqueId, placeTooltip } from "./dom.js";
-import { layoutGraph, edgePath, bounds, shortLabel } from "./layout.js";
+import { edgePath, bounds, shortLabel } from "./layout.js";
+import { layoutNested } from "./nested.js";
 import { visibleGraph, containersOf, pickName } from "./collapse.js";
 import { formatInt, formatShape, formatNumber } from "./codec.js";
 import { nodeValues } from "./replay.js";
 
-const MIN_K = 0.15;
+const MIN_K = 0.02;
 const MAX_K = 4;
-const READABLE_K = 0.85; // initial fit never shrinks text below this; pan to see the rest
+const READABLE_K = 0.85; // the automatic first view never shrinks text below this (⤢ fits all)
 
 function textMeasurer(root) {
   const ctx = document.createElement("canvas").getContext("2d");
@@ -55,10 +56,27 @@ export function createGraphPanel(opts) {
   const chipW = chip("w", "hx-chip-w");
   const selfBtn = h("button", { class: "hx-btn hx-small", type: "button", "data-hx-action": "self", title: "Diagonal block: w = v", onclick: () => opts.onSelf() }, "Self");
   const clearBtn = h("button", { class: "hx-btn hx-small", type: "button", "data-hx-action": "clear", title: "Clear the selection (Esc)", onclick: () => opts.onClear() }, "Clear");
+  // ---- search: find a node by (part of) its name; Enter jumps to the next match ----
+  const listId = `${uid}-names`;
+  const names = h("datalist", { id: listId });
+  const search = h("input", { type: "search", class: "hx-search", placeholder: "find a node…", list: listId,
+    "data-hx-control": "search", "aria-label": "Find a node by name (Enter: next match)", autocomplete: "off", spellcheck: "false" });
+  const found = h("span", { class: "hx-search-count", "data-hx-search-count": "", "aria-live": "polite" });
+  let hits = { query: "", list: [], at: -1 };
+  search.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") { e.preventDefault(); findNext(search.value, e.shiftKey ? -1 : 1); }
+    else if (e.key === "Escape" && search.value) { e.stopPropagation(); search.value = ""; found.textContent = ""; }
+  });
+  search.addEventListener("input", () => {
+    // a name picked from the suggestions (or typed in full) jumps at once
+    if (graph && (graph.nodes.some((n) => String(n.id) === search.value) || cons.has(search.value))) findNext(search.value, 1);
+    else if (!search.value) found.textContent = "";
+  });
   const head = h("div", { class: "hx-panel-head" },
     h("span", { class: "hx-panel-title" }, "Graph"),
     h("span", { class: "hx-pick" }, chipV.el, h("span", { class: "hx-arrow-sep" }, "×"), chipW.el),
     h("span", { class: "hx-spacer" }),
+    h("span", { class: "hx-search-wrap" }, search, names, found),
     selfBtn, clearBtn);
 
   // ---- canvas ----
@@ -70,7 +88,7 @@ export function createGraphPanel(opts) {
   svg.append(defs, viewport);
   const tip = h("div", { class: "hx-tip", hidden: true, role: "tooltip" });
   const hint = h("div", { class: "hx-graph-hint" },
-    "Click a node for v, then one for w (the same twice = diagonal) · Tab + Enter picks, Esc clears · drag pans, wheel zooms");
+    "Click a node for v, then one for w (the same twice = diagonal) · Tab + Enter picks, Esc clears · drag pans, Ctrl + wheel zooms");
   const zoomBtn = (label, action, title, fn) => h("button", { class: "hx-btn", type: "button", "data-hx-action": action, title, "aria-label": title, onclick: fn }, label);
   const zoom = h("div", { class: "hx-zoom" },
     zoomBtn("+", "zoom-in", "Zoom in", () => zoomBy(1.25)),
@@ -168,13 +186,55 @@ export function createGraphPanel(opts) {
   };
   area.addEventListener("pointerup", endDrag);
   area.addEventListener("pointercancel", endDrag);
+  // The wheel scrolls (the graph box, then the notebook once the box is at its end);
+  // Ctrl / ⌘ + wheel (and a trackpad pinch, which the browser sends as Ctrl + wheel) zooms.
   area.addEventListener("wheel", (e) => {
+    if (!(e.ctrlKey || e.metaKey)) return;
     e.preventDefault();
     const r = area.getBoundingClientRect();
     const unit = e.deltaMode === 1 ? 16 : e.deltaMode === 2 ? 400 : 1;
     zoomAt(e.clientX - r.left, e.clientY - r.top, Math.exp(-e.deltaY * unit * 0.0015));
   }, { passive: false });
   area.addEventListener("scroll", () => { if (!drag) hideTip(); }, { passive: true });
+
+  /** Matches of a query: exact id first, then ids / container names containing it (case-insensitive). */
+  function matches(query) {
+    const q = query.trim().toLowerCase();
+    if (!q || !graph) return [];
+    const ids = [...graph.nodes.map((n) => String(n.id)), ...[...cons.keys()].filter((c) => !graph.nodes.some((n) => String(n.id) === c))];
+    const exact = ids.filter((id) => id.toLowerCase() === q);
+    return [...exact, ...ids.filter((id) => id.toLowerCase() !== q && id.toLowerCase().includes(q))];
+  }
+  function findNext(query, step) {
+    if (hits.query !== query) hits = { query, list: matches(query), at: step > 0 ? -1 : 0 };
+    const n = hits.list.length;
+    if (!n) { found.textContent = query.trim() ? "no match" : ""; return null; }
+    hits.at = (hits.at + step + n) % n;
+    const name = hits.list[hits.at];
+    found.textContent = `${hits.at + 1}/${n}`;
+    reveal(name);
+    return name;
+  }
+  /** Expand whatever hides `name` (a node or a container), scroll it into view and flash it. */
+  function reveal(name) {
+    const node = graph.nodes.find((n) => String(n.id) === name);
+    const scope = node ? (node.scope || []).map(String) : (cons.get(name) ? cons.get(name).scope : []);
+    const open = scope.filter((c) => collapsedSet.has(c));
+    if (node && collapsedSet.has(name)) open.push(name);      // a node named like its collapsed container
+    if (open.length && opts.onExpand) opts.onExpand(open);
+    const id = nodeEls.has(name) ? name : vis && vis.rep.has(name) ? vis.rep.get(name) : null;
+    const boxLay = lay && lay.boxes.find((b) => b.id === name);
+    const target = id !== null ? lay.nodes.find((n) => n.id === id) : boxLay;
+    if (!target) return;
+    const cx = origin.x + (target.x + target.width / 2) * k;
+    const cy = origin.y + (target.y + Math.min(target.height, 60) / 2) * k;
+    area.scrollLeft = Math.max(0, cx - area.clientWidth / 2);
+    area.scrollTop = Math.max(0, cy - area.clientHeight / 2);
+    userMoved = true;
+    for (const g of viewport.querySelectorAll(".hx-found")) g.classList.remove("hx-found");
+    const g = id !== null ? nodeEls.get(id) : viewport.querySelector(`[data-hx-box="${CSS.escape(name)}"]`);
+    if (g) g.classList.add("hx-found");
+  }
 
   // ---- tooltip ----
   function hideTip() { tip.hidden = true; }
@@ -194,7 +254,7 @@ export function createGraphPanel(opts) {
     return rows;
   }
   function showTip(n, clientX, clientY) {
-    const name = pickName(n, space);
+    const name = pickName(n, space, groupSet);
     let note = "";
     if (n.collapsed && !n.addressable && space === "activation") note = "not addressable: click to expand";
     else if (name === null) note = space === "parameter" ? "no parameters: not a parameter group" : "not addressable";
@@ -242,6 +302,7 @@ export function createGraphPanel(opts) {
     if (!lay) return;
     const gBoxes = s("g", { class: "hx-boxes" });
     const gToggles = s("g", { class: "hx-box-toggles" });
+    const gLabels = s("g", { class: "hx-box-labels" });
     for (const b of lay.boxes) {
       const short = shortLabel(b.id, b.parent);
       const room = b.width - 26;
@@ -252,8 +313,9 @@ export function createGraphPanel(opts) {
       else label.append(text);
       gBoxes.append(s("g", { class: "hx-box", "data-hx-box": b.id },
         s("title", {}, b.box.type ? `${b.id} (${b.box.type})` : b.id),
-        s("rect", { class: "hx-box-rect", x: b.x, y: b.y, width: b.width, height: b.height, rx: 7 }),
-        label));
+        s("rect", { class: "hx-box-rect", x: b.x, y: b.y, width: b.width, height: b.height, rx: 7 })));
+      // labels are drawn above the edges, on a halo of the background, so a line never hides them
+      gLabels.append(label);
       // box toggles live in a layer after the nodes: Tab reaches the nodes first
       gToggles.append(toggleEl(b.id, true, b.x + 5, b.y + 2.5, 11));
     }
@@ -267,7 +329,7 @@ export function createGraphPanel(opts) {
     const gNodes = s("g", { class: "hx-nodes" });
     for (const ln of lay.nodes) {
       const n = ln.node;
-      const name = pickName(n, space);
+      const name = pickName(n, space, groupSet);
       const disabled = name === null && !(n.collapsed && space === "activation" && !n.addressable);
       const cls = ["hx-node", n.collapsed && "hx-collapsed", n.kind === "input" && "hx-input", disabled && "hx-disabled"];
       const label = `${n.id}, ${n.op || ""}${n.shape ? ", shape " + formatShape(n.shape) : ""}${disabled ? " (not selectable)" : ""}`;
@@ -308,7 +370,7 @@ export function createGraphPanel(opts) {
       nodeEls.set(String(n.id), g);
       gNodes.append(g);
     }
-    viewport.append(gBoxes, gEdges, gNodes, gToggles);
+    viewport.append(gBoxes, gEdges, gLabels, gNodes, gToggles);
     markSelection();
     markReplay();
   }
@@ -385,12 +447,20 @@ export function createGraphPanel(opts) {
     empty.textContent = !graph ? "No graph yet." : "No graph: the model was not traced. Parameter-space blocks work from Python: w.select(group_a, group_b, space=\"parameter\").";
     if (none) { lay = null; vis = null; draw(); svg.setAttribute("width", "0"); svg.setAttribute("height", "0"); return; }
     vis = visibleGraph(graph, collapsedSet);
-    lay = layoutGraph(vis, { measure, nodeHeight: 36, ranksep: 30, nodesep: 20, minNodeWidth: 84 });
+    const t0 = performance.now();
+    lay = layoutNested(vis, { measure, nodeHeight: 36, ranksep: 30, nodesep: 20, minNodeWidth: 84, cache: layoutCache });
+    const t1 = performance.now();
     draw();
+    // timing hooks (benchmarks read them; nothing depends on them)
+    el.setAttribute("data-hx-layout-ms", (t1 - t0).toFixed(1));
+    el.setAttribute("data-hx-draw-ms", (performance.now() - t1).toFixed(1));
+    el.setAttribute("data-hx-visible-nodes", String(vis.nodes.length));
     if (refit) fit(READABLE_K);
   }
 
   let collapsedSet = new Set();
+  let layoutCache = new Map();
+  let groupSet = new Set();
   const ro = typeof ResizeObserver === "function" ? new ResizeObserver(() => { if (needsFit || !userMoved) fit(READABLE_K); else applyView(); }) : null;
   if (ro) ro.observe(area);
 
@@ -401,13 +471,36 @@ export function createGraphPanel(opts) {
       graph = g && Array.isArray(g.nodes) ? g : null;
       cons = graph ? containersOf(graph) : new Map();
       collapsedSet = new Set(collapsed || []);
+      layoutCache = new Map();
+      groupSet = new Set(graph && Array.isArray(graph.groups) ? graph.groups.map(String) : []);
+      clear(names);
+      const all = graph ? [...new Set([...graph.nodes.map((n) => String(n.id)), ...cons.keys()])].sort() : [];
+      for (const id of all.slice(0, 5000)) names.append(h("option", { value: id }));
+      hits = { query: "", list: [], at: -1 };
       needsFit = true;
       relayout(true);
     },
     /** Change only the collapsed set; keeps the zoom level, refits position. */
-    setCollapsed(collapsed) {
+    /**
+     * Change only the collapsed set. With `anchor` (the container just toggled) the zoom is
+     * kept and the view scrolls so the anchor stays where it was on screen; else it refits.
+     */
+    setCollapsed(collapsed, anchor = null) {
+      const where = (id) => {
+        if (!lay || id === null) return null;
+        const t = lay.nodes.find((n) => n.id === id) || lay.boxes.find((b) => b.id === id);
+        return t ? { x: origin.x + t.x * k - area.scrollLeft, y: origin.y + t.y * k - area.scrollTop } : null;
+      };
+      const before = where(anchor);
       collapsedSet = new Set(collapsed || []);
-      relayout(true);
+      relayout(before === null);
+      if (before === null) return;
+      applyView();
+      const after = where(anchor);
+      if (after) {
+        area.scrollLeft += after.x - before.x;
+        area.scrollTop += after.y - before.y;
+      }
     },
     setSelection(sel) {
       selection = { v: sel && sel.v != null ? String(sel.v) : null, w: sel && sel.w != null ? String(sel.w) : null };
@@ -424,10 +517,14 @@ export function createGraphPanel(opts) {
       draw();
     },
     fit: () => fit(0),
+    /** Find and reveal a node or container by name (the search box's Enter); returns it or null. */
+    find: (query) => findNext(query, 1),
+    /** Milliseconds of the last layout and draw (for benchmarks). */
+    timings: () => ({ layout: Number(el.getAttribute("data-hx-layout-ms")), draw: Number(el.getAttribute("data-hx-draw-ms")) }),
     /** Pickable names of the visible nodes (for a coupling map of what is shown). */
     visibleNames() {
       if (!vis) return [];
-      return vis.nodes.map((n) => pickName(n, space)).filter((x) => x !== null);
+      return vis.nodes.map((n) => pickName(n, space, groupSet)).filter((x) => x !== null);
     },
     isCollapsedView() { return !!vis && vis.collapsed.size > 0; },
     /** Stand-alone SVG document of the whole graph with computed colours inlined. */
@@ -473,5 +570,6 @@ function inlineStyles(src, dst) {
     const decl = STYLE_PROPS.map((p) => `${p}:${cs.getPropertyValue(p)}`).join(";");
     b[i].setAttribute("style", decl);
     b[i].removeAttribute("tabindex");
+    b[i].removeAttribute("data-lm-suppress-shortcuts");
   }
 }

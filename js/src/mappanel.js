@@ -15,6 +15,7 @@ export function createMapPanel(opts) {
   let selection = {};
   let running = false;
   let geom = null;
+  let legendInfo = null;
 
   const segBtn = (key, title) => h("button", { type: "button", "aria-pressed": key === which ? "true" : "false", title, "data-hx-map-metric": key, onclick: () => { which = key; syncSeg(); render(); } }, key);
   const seg = h("div", { class: "hx-tabs", role: "group", "aria-label": "Map metric" },
@@ -57,12 +58,13 @@ export function createMapPanel(opts) {
       sub.textContent = "";
       canvasWrap.append(h("div", { class: "hx-empty" }, "Couplings of every pair of visible nodes, computed on request."));
       geom = null;
+      legendInfo = null;
       return;
     }
     const { names, n, map } = data;
     const values = which === "R" ? data.R : data.C;
     const done = data.filled ? data.filled.reduce((a, b) => a + (b ? 1 : 0), 0) : n * n;
-    sub.textContent = `${n} nodes · ${map.space || ""} · ${done}/${n * n} pairs${map.done ? "" : " …"}`;
+    sub.textContent = `${n} nodes · ${map.space || ""} · ${done}/${n * n} pairs${map.done ? "" : " (running)"}`;
     const theme = themeColors(opts.root);
     const ctxM = document.createElement("canvas").getContext("2d");
     const font = `11px ${theme.mono}`;
@@ -90,7 +92,8 @@ export function createMapPanel(opts) {
       ctx.restore();
     }
     const vmax = which === "R" ? symmetricVmax(values || []) : Math.max(1, symmetricVmax(values || []));
-    const scale = makeSequential({ vmax, log: which === "R", decades: DECADES, color: paletteFor(theme.bg).seq });
+    const pal = paletteFor(theme.bg);
+    const scale = makeSequential({ vmax, log: which === "R", decades: DECADES, color: pal.seq, floor: pal.floor });
     for (let i = 0; i < n; i++) {
       for (let j = 0; j < n; j++) {
         const k = i * n + j;
@@ -147,11 +150,21 @@ export function createMapPanel(opts) {
       bctx.fillRect(x, 0, 1, 10);
     }
     const lo = which === "R" ? formatNumber(vmax * Math.pow(10, -DECADES), 2) : "0";
+    const notes = [];
+    if (overlay) notes.push("● GN-Gap: dot size gap/(1+gap); no dot = pure Gauss–Newton");
+    if (done < n * n) notes.push(`Grey cells are not computed yet (${done}/${n * n} pairs).`);
+    notes.push("Rows v, columns w.");
+    legendInfo = {
+      title: which === "R" ? "Resonance R = ‖H_vw‖_F (log scale)" : "Coupling C = ‖H_vw‖_F / √(‖H_vv‖_F ‖H_ww‖_F)",
+      lo, hi: formatNumber(vmax, 3), notes,
+      color: (t) => scale.css(which === "R" ? vmax * Math.pow(10, -DECADES * (1 - t)) : t * vmax),
+    };
     add(side,
       h("div", {}, which === "R" ? "Resonance R = ‖H_vw‖_F, log scale" : "Coupling C = ‖H_vw‖_F / √(‖H_vv‖_F ‖H_ww‖_F)"),
       h("div", { class: "hx-legend" }, h("span", {}, lo), bar, h("span", {}, formatNumber(vmax, 3))),
       overlay ? h("div", { class: "hx-muted" }, "● GN-Gap: dot size gap/(1+gap); no dot = pure Gauss–Newton") : null,
-      h("div", { class: "hx-muted" }, "Grey cells are not computed yet. Click a cell to pick that pair (rows v, columns w)."));
+      done < n * n ? h("div", { class: "hx-muted", "data-hx-map-pending": "" }, `Grey cells are not computed yet (${done}/${n * n} pairs).`) : null,
+      h("div", { class: "hx-muted" }, "Click a cell to pick that pair (rows v, columns w)."));
   }
 
   function cellAt(cv, e) {
@@ -193,5 +206,7 @@ export function createMapPanel(opts) {
     setRunning(r) { running = !!r; },
     /** The current map canvas (for the PNG export) or null. */
     canvas() { return canvasWrap.querySelector("canvas"); },
+    /** The legend of the drawn map for the PNG export ({title, lo, hi, color(t), notes}) or null. */
+    legend() { return canvasWrap.querySelector("canvas") ? legendInfo : null; },
   };
 }

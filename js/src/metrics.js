@@ -1,7 +1,7 @@
 // Live metric cards (value ± stderr with a sparkline of the running estimate).
 
-import { h, s } from "./dom.js";
-import { valueErrCandidates, formatValueErr, metricEntry, toNumber } from "./codec.js";
+import { h, s, staleBanner } from "./dom.js";
+import { valueErrCandidates, formatValueErr, metricEntry, toNumber, pow10 } from "./codec.js";
 
 export const METRICS = [
   { name: "resonance", sym: "R", label: "resonance", title: "Resonance R = ‖H_vw‖_F" },
@@ -60,20 +60,21 @@ function card(def) {
   const band = s("path", { class: "hx-spark-band" });
   const line = s("path", { class: "hx-spark-line", "vector-effect": "non-scaling-stroke" });
   const spark = s("svg", { class: "hx-spark", viewBox: "0 0 100 18", preserveAspectRatio: "none", "aria-hidden": "true" }, band, line);
+  const note = h("span", { class: "hx-metric-note", "data-hx-metric-note": "", hidden: true });
   const el = h("div", {
     class: "hx-metric hx-absent", "data-hx-metric": def.name, "data-hx-value": "", "data-hx-stderr": "", "data-hx-probes": "",
     title: def.title || def.name,
   },
-  h("div", { class: "hx-metric-name" }, h("span", { class: "hx-metric-sym" }, symbolNodes(def.sym || def.name)), def.label ? h("span", {}, def.label) : null),
+  h("div", { class: "hx-metric-name" }, h("span", { class: "hx-metric-sym" }, symbolNodes(def.sym || def.name)), def.label ? h("span", {}, def.label) : null, note),
   h("div", { class: "hx-metric-value" }, value, err, exp),
   spark);
-  return { el, row: el.querySelector(".hx-metric-value"), value, err, exp, band, line, def, forms: null };
+  return { el, row: el.querySelector(".hx-metric-value"), value, err, exp, band, line, def, forms: null, note };
 }
 
 function showParts(c, p, present) {
   c.value.textContent = present ? p.value : "—";
   c.err.textContent = present && p.err !== null ? ` ± ${p.err}` : "";
-  c.exp.textContent = present && p.exp !== null ? ` ×10${superscript(p.exp)}` : "";
+  c.exp.textContent = present && p.exp !== null ? pow10(p.exp) : "";
   if (present && p.exp !== null && p.err !== null) {
     c.value.textContent = "(" + p.value;
     c.err.textContent = ` ± ${p.err})`;
@@ -101,7 +102,10 @@ function fitCard(c) {
 
 /** @returns {{el, update(data), clear()}} */
 export function createMetricsPanel() {
-  const sub = h("span", { class: "hx-panel-sub" }, "pick two nodes");
+  // the pair may shrink (full text in the tooltip); the space and the probe count never do
+  const subPair = h("span", { class: "hx-sub-shrink" }, "pick two nodes");
+  const subKeep = h("span", { class: "hx-sub-keep", "data-hx-metrics-count": "" });
+  const sub = h("span", { class: "hx-panel-sub hx-sub-split" }, subPair, subKeep);
   const grid = h("div", { class: "hx-metrics" });
   const cards = new Map();
   for (const def of METRICS) {
@@ -109,9 +113,10 @@ export function createMetricsPanel() {
     cards.set(def.name, c);
     grid.append(c.el);
   }
-  const el = h("section", { class: "hx-panel hx-metrics-panel" },
+  const stale = staleBanner();
+  const el = h("section", { class: "hx-panel hx-metrics-panel", "data-hx-panel": "metrics" },
     h("div", { class: "hx-panel-head" }, h("span", { class: "hx-panel-title" }, "Metrics"), sub),
-    h("div", { class: "hx-panel-body" }, grid));
+    stale.el, h("div", { class: "hx-panel-body" }, grid));
   // cards change width with the output area: pick the form that fits again
   let lastW = -1;
   const ro = typeof ResizeObserver === "function" ? new ResizeObserver(() => {
@@ -122,7 +127,7 @@ export function createMetricsPanel() {
   }) : null;
   if (ro) ro.observe(grid);
 
-  function setCard(c, entry, history, probes, exact) {
+  function setCard(c, entry, history, probes, exact, extra) {
     const { value, stderr } = metricEntry(entry);
     const present = entry !== undefined && entry !== null;
     const el = c.el;
@@ -130,12 +135,16 @@ export function createMetricsPanel() {
     el.setAttribute("data-hx-value", present ? (value === null ? "NaN" : String(value)) : "");
     el.setAttribute("data-hx-stderr", present ? (exact ? "0" : stderr === null ? "" : String(stderr)) : "");
     el.setAttribute("data-hx-probes", present ? String(probes ?? "") : "");
+    el.setAttribute("data-hx-source", present && entry && entry.source ? String(entry.source) : "");
     c.forms = { parts: valueErrCandidates(value, exact ? null : stderr), present };
     fitCard(c);
-    el.title = `${c.def.title || c.def.name}${present ? "\n" + formatValueErr(value, exact ? null : stderr) : ""}`;
-    // Stochastic D below 1 / C above 1 are noise or tensor curvature: flag, never clamp.
-    const warn = present && value !== null && ((c.def.name === "stable_rank" && value < 1) || (c.def.name === "coupling" && value > 1));
-    el.classList.toggle("hx-metric-warn", !!warn);
+    // Stochastic noise explains itself instead of an unexplained colour (never clamped)
+    const why = present ? metricNote(c.def.name, value, exact ? null : stderr) : null;
+    c.note.hidden = !why;
+    c.note.textContent = why ? why.tag : "";
+    el.classList.toggle("hx-metric-warn", !!why);
+    el.title = [c.def.title || c.def.name, present ? formatValueErr(value, exact ? null : stderr) : "",
+      entry && entry.from ? entry.from : "", why ? why.text : "", extra || ""].filter(Boolean).join("\n");
     const paths = present && !exact ? sparkPaths(history) : null;
     c.band.setAttribute("d", paths ? paths.band : "");
     c.line.setAttribute("d", paths ? paths.line : "");
@@ -150,25 +159,22 @@ export function createMetricsPanel() {
       if (!d || !d.metrics) { this.clear(); return; }
       const exact = d.source === "exact";
       const probes = exact ? 0 : d.probes;
-      for (const name of Object.keys(d.metrics)) {
-        if (!cards.has(name)) {
-          const c = card({ name, sym: name.replace(/_/g, " "), label: "" });
-          cards.set(name, c);
-          grid.append(c.el);
-        }
-      }
-      for (const c of cards.values()) setCard(c, d.metrics[c.def.name], d.history && d.history[c.def.name], probes, exact);
+      // the grid stays 3×3: other metrics (trace_gn) are shown in the tooltip of their card
+      const gn = metricEntry(d.metrics.trace_gn);
+      const extra = { trace: d.metrics.trace_gn ? `GN part of the trace: ${formatValueErr(gn.value, exact ? null : gn.stderr)}` : "" };
+      for (const c of cards.values()) setCard(c, d.metrics[c.def.name], d.history && d.history[c.def.name], probes, exact, extra[c.def.name]);
       const pair = d.v != null ? `H[${d.v}, ${d.w ?? d.v}]` : "";
       const p = toNumber(d.probes) ?? 0;
       const budget = toNumber(d.budget);
-      const count = budget !== null && !d.done ? `${p}/${budget} probes …` : `${p} probes${d.done ? "" : " …"}`;
-      const bits = [pair, d.space, exact ? "exact" : count].filter(Boolean);
-      sub.textContent = bits.join(" · ");
-      sub.title = sub.textContent;
+      const count = budget !== null && !d.done ? `${p}/${budget} probes` : `${p} probes`;
+      subPair.textContent = pair;
+      subKeep.textContent = [pair ? "" : null, d.space, exact ? "exact" : count].filter((x) => x !== null && x !== undefined).join(" · ");
+      sub.title = [pair, d.space, exact ? "exact" : count].filter(Boolean).join(" · ");
     },
     clear() {
-      for (const c of cards.values()) setCard(c, undefined, null, "", false);
-      sub.textContent = "pick two nodes";
+      for (const c of cards.values()) setCard(c, undefined, null, "", false, "");
+      subPair.textContent = "pick two nodes";
+      subKeep.textContent = "";
       sub.title = "";
     },
     /** Rows for the PNG export. */
@@ -177,13 +183,27 @@ export function createMetricsPanel() {
         name: c.def.sym || c.def.name, label: c.def.label || "", text: c.el.title.split("\n")[1] || "—",
       }));
     },
-    subtitle: () => (sub.textContent === "pick two nodes" ? "" : sub.textContent),
+    subtitle: () => sub.title,
+    /** Mark the cards as the current pick's or an earlier one's (banner `text`). */
+    setCurrent(current, text) { stale.set(el, current, text); },
     destroy() { if (ro) ro.disconnect(); },
   };
 }
 
-const SUP = { "-": "⁻", 0: "⁰", 1: "¹", 2: "²", 3: "³", 4: "⁴", 5: "⁵", 6: "⁶", 7: "⁷", 8: "⁸", 9: "⁹" };
-function superscript(n) {
-  return String(n).split("").map((ch) => SUP[ch] ?? ch).join("");
+/**
+ * Why a streamed value needs a word: a stable rank below 1 (impossible for the block itself:
+ * probe noise), an error bar larger than the value, a coupling above 1 (tensor curvature or
+ * noise). Returns {tag, text} or null.
+ */
+export function metricNote(name, value, stderr) {
+  if (value === null || value === undefined) return null;
+  const noisy = stderr !== null && stderr !== undefined && Number.isFinite(stderr) && stderr > Math.abs(value);
+  if (name === "stable_rank" && value < 1) {
+    return { tag: "noise", text: "Below 1: the stable rank of the block is ≥ 1, so this is probe noise — more probes bring it up." };
+  }
+  if (noisy) return { tag: "noisy", text: "The error bar is larger than the value: too few probes to tell — let it stream longer." };
+  if (name === "coupling" && value > 1) {
+    return { tag: "> 1", text: "Above 1: possible when the tensor part is large (never clamped), or from probe noise while streaming." };
+  }
+  return null;
 }
-

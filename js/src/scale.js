@@ -10,10 +10,13 @@ export const NEG = [38, 120, 205]; // negative entries: blue
 export const SEQ = [112, 72, 196]; // non-negative maps (R, C): violet
 export const MISSING = [128, 128, 128, 56]; // NaN / not yet filled
 
-/** Hues per background: lighter tints on dark backgrounds keep mid values visible. */
+/**
+ * Hues per background: lighter tints on dark backgrounds keep mid values visible, and a higher
+ * opacity floor there (`floor`) keeps small entries from sinking into the dark panel.
+ */
 export const PALETTES = {
-  light: { pos: POS, neg: NEG, seq: SEQ },
-  dark: { pos: [255, 112, 96], neg: [86, 164, 255], seq: [168, 128, 255] },
+  light: { pos: POS, neg: NEG, seq: SEQ, floor: 0.06 },
+  dark: { pos: [255, 120, 104], neg: [96, 176, 255], seq: [196, 164, 255], floor: 0.2 },
 };
 
 /** The palette for a background colour (rgb array or CSS string); light when unknown. */
@@ -75,7 +78,7 @@ export function makeDiverging({ vmax, gamma = 1, pos = POS, neg = NEG } = {}) {
  * @param {{vmax: number, log?: boolean, decades?: number, color?: number[]}} o
  *   log: map log10(x/vmax) over `decades` decades below vmax to [0, 1].
  */
-export function makeSequential({ vmax, log = false, decades = 4, color = SEQ } = {}) {
+export function makeSequential({ vmax, log = false, decades = 4, color = SEQ, floor = 0.06 } = {}) {
   const vm = Number.isFinite(vmax) && vmax > 0 ? vmax : 1;
   const t = (x) => {
     if (x === null || x === undefined || Number.isNaN(x)) return NaN;
@@ -86,9 +89,9 @@ export function makeSequential({ vmax, log = false, decades = 4, color = SEQ } =
   const rgba = (x) => {
     const s = t(x);
     if (Number.isNaN(s)) return null;
-    return [color[0], color[1], color[2], Math.round(255 * (s === 0 ? 0 : 0.06 + 0.94 * s))];
+    return [color[0], color[1], color[2], Math.round(255 * (s === 0 ? 0 : floor + (1 - floor) * s))];
   };
-  return { vmax: vm, log, decades, t, rgba, css: (x) => rgbaCss(rgba(x)) };
+  return { vmax: vm, log, decades, floor, t, rgba, css: (x) => rgbaCss(rgba(x)) };
 }
 
 /** CSS string of an rgba array (alpha 0..255); transparent for null. */

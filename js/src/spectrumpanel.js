@@ -4,7 +4,7 @@
 // smooths as probes accumulate) — with the stage, the progress and the statistics.
 // Hidden until a spectrum (or a diagonal pick asking for one) arrives.
 
-import { h, add, clear, sizeCanvas, themeColors } from "./dom.js";
+import { h, add, clear, sizeCanvas, themeColors, staleBanner } from "./dom.js";
 import { decodeBuf, formatNumber, formatInt, formatValueErr, toNumber } from "./codec.js";
 import { paletteFor, rgbaCss } from "./scale.js";
 
@@ -101,8 +101,10 @@ export function createSpectrumPanel(opts) {
   const bar = h("span", { class: "hx-spec-bar" });
   const stage = h("span", { class: "hx-spec-stage", "data-hx-spectrum-progress": "" }, stageText, h("span", { class: "hx-spec-track", "aria-hidden": "true" }, bar));
   const body = h("div", { class: "hx-panel-body hx-spec-body" });
+  const stale = staleBanner();
   const el = h("section", { class: "hx-panel hx-spectrum-panel", "data-hx-panel": "spectrum", hidden: true },
-    h("div", { class: "hx-panel-head" }, h("span", { class: "hx-panel-title" }, "Local spectrum"), sub, h("span", { class: "hx-spacer" }), stage), body);
+    h("div", { class: "hx-panel-head" }, h("span", { class: "hx-panel-title" }, "Local spectrum"), sub, h("span", { class: "hx-spacer" }), stage),
+    stale.el, body);
 
   const W = 420;
 
@@ -315,6 +317,9 @@ export function createSpectrumPanel(opts) {
   return {
     el,
     setSpectrum(next) { sp = next; render(); },
+    /** Mark the shown spectrum as the current pick's or an earlier one's (banner `text`). */
+    setCurrent(current, text) { stale.set(el, current, text); },
+    current: () => sp,
     /** The job status: a cancelled / failed / superseded job shows as stopped. */
     setStatus(st) {
       const before = spectrumStage(sp, status).key;

@@ -97,38 +97,19 @@ test("absMax ignores NaN and infinities", () => {
   assert.equal(absMax(), 0);
 });
 
-test("value ± stderr: digits set by the stderr", () => {
-  assert.equal(formatValueErr(0.53217, 0.01432), "0.532 ± 0.014");
-  assert.equal(formatValueErr(0.53217, 0.0996), "0.53 ± 0.10");
-  assert.equal(formatValueErr(12345.6, 234), "12350 ± 230");
-  assert.equal(formatValueErr(1.2, 0.3), "1.20 ± 0.30");
-  assert.equal(formatValueErr(-0.0042, 0.0011), "−0.0042 ± 0.0011");
-  assert.equal(formatValueErr(5.3217e-7, 1.43e-8), "(5.32 ± 0.14)e−7");
-  assert.equal(formatValueErr(3.1e8, 2.2e6), "(3.100 ± 0.022)e8");
-  assert.deepEqual(valueErrParts(5.3217e-7, 1.43e-8), { value: "5.32", err: "0.14", exp: -7 });
-  assert.equal(formatValueErr(0.5, 0), "0.5000");
-  assert.equal(formatValueErr(0.5, null), "0.5000");
-  assert.equal(formatValueErr(null, 0.1), "— ± 0.10");
-  assert.equal(formatValueErr(null, null), "—");
+test("value ± stderr and numbers: the page's one format (cases shared with the Python status line)", async () => {
+  const { readFileSync } = await import("node:fs");
+  const cases = JSON.parse(readFileSync(new URL("./format-cases.json", import.meta.url), "utf8"));
+  for (const [v, e, want] of cases.value_err) assert.equal(formatValueErr(v, e), want, `${v} ± ${e}`);
+  for (const [x, sig, want] of cases.number) assert.equal(formatNumber(x, sig), want, String(x));
   assert.equal(formatValueErr(NaN, NaN), "—");
-  assert.equal(formatValueErr(2.5, 1), "2.5 ± 1.0");
-  // a stderr tiny next to the value: at most 6 digits of the value, the stderr on its own
-  assert.equal(formatValueErr(2.2332163819510042, 1.8e-18), "2.23322 ± 1.8e−18");
-  assert.equal(formatValueErr(-0.00144006179676, 3e-16), "−0.00144006 ± 3.0e−16");
-  assert.equal(formatValueErr(123456.7, 0.5), "1.23457e5 ± 0.50");
+  assert.equal(formatNumber(NaN), "—");
+  assert.equal(formatNumber(Infinity), "∞");
+  assert.deepEqual(valueErrParts(5.3217e-7, 1.43e-8), { value: "5.32", err: "0.14", exp: -7 });
+  assert.ok(cases.value_err.length >= 15 && cases.number.length >= 10);
 });
 
-test("number formatting helpers", () => {
-  assert.equal(formatNumber(null), "—");
-  assert.equal(formatNumber(NaN), "—");
-  assert.equal(formatNumber(0), "0");
-  assert.equal(formatNumber(Infinity), "∞");
-  assert.equal(formatNumber(3.14159), "3.142");
-  assert.equal(formatNumber(-0.5), "−0.5000");
-  assert.equal(formatNumber(1.5e-7), "1.500e−7");
-  assert.equal(formatNumber(-1.5e-7), "−1.500e−7");
-  assert.equal(formatNumber(123456), "1.235e5");
-  assert.equal(formatNumber(99999.9, 4), "1.000e5");
+test("integer, shape and duration helpers", () => {
   assert.equal(formatInt(1234567), "1,234,567");
   assert.equal(formatInt(null), "—");
   assert.equal(formatShape([16]), "(16,)");
@@ -157,5 +138,5 @@ test("value ± stderr candidates for narrow slots: shortest forms, precision fir
   assert.ok(valueErrLength(c[0]) <= valueErrLength(c[1]));
   assert.deepEqual(valueErrCandidates(0.5, null), [{ value: "0.5000", err: null, exp: null }]);
   assert.ok(valueErrCandidates(2.706, 0.0001234).every((p) => p.exp !== 0));   // never "×10⁰"
-  assert.equal(valueErrLength({ value: "5.32", err: "0.14", exp: -7 }), "(5.32 ± 0.14) ×10-7".length);
+  assert.equal(valueErrLength({ value: "5.32", err: "0.14", exp: -7 }), "(5.32 ± 0.14)×10-7".length);
 });

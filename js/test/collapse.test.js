@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { containersOf, visibleGraph, defaultCollapsed, repeatedSiblings, toggleCollapsed, pickName } from "../src/collapse.js";
+import { containersOf, visibleGraph, defaultCollapsed, repeatedSiblings, toggleCollapsed, pickName, containerShape } from "../src/collapse.js";
+import * as SYN from "../harness/sample-graphs.js";
 import { RESIDUAL_MLP, MLP, ATTENTION, DEEP_RESIDUAL, residualMLP } from "../harness/sample-graphs.js";
 
 test("containers of a real graph: members, output node, scope, params", () => {
@@ -131,4 +132,39 @@ test("toggle and pick names", () => {
   assert.equal(pickName({ id: "fc", params: 10 }, "parameter"), "fc");
   assert.equal(pickName({ id: "size", addressable: false }), null);
   assert.equal(pickName(null), null);
+});
+
+test("repeated structure is found by shape, not by name: ResNet stages and ViT encoder layers", () => {
+  const { resnetLike, vitLike } = SYN;
+  const r = resnetLike();
+  assert.equal(r.nodes.length, 70);
+  const groups = repeatedSiblings(r);
+  assert.deepEqual(groups[0], ["layer1", "layer2", "layer3", "layer4"], "stages group although layer2.0 also downsamples");
+  assert.deepEqual(groups[1], ["layer1.0", "layer1.1"]);
+  const col = defaultCollapsed(r);
+  assert.deepEqual([...col], ["layer1", "layer2", "layer3", "layer4"]);
+  assert.ok(visibleGraph(r, col).nodes.length <= 40);
+  const v = vitLike();
+  const names = Array.from({ length: 12 }, (_, i) => `encoder.layers.encoder_layer_${i}`);
+  assert.deepEqual(repeatedSiblings(v)[0], names, "graph order, not string order (…_10 after …_9)");
+  assert.deepEqual([...defaultCollapsed(v)], names);
+  // different shapes never group: an MLP block and an attention block of one type name
+  const mixed = structuredClone(v);
+  for (const n of mixed.nodes) if (n.id === "encoder.layers.encoder_layer_3.mlp.1") n.op = "ReLU";
+  assert.ok(!repeatedSiblings(mixed)[0].includes("encoder.layers.encoder_layer_3"));
+});
+
+test("containerShape ignores names and counts, keeps the module type and the kinds of operations", () => {
+  const r = SYN.resnetLike();
+  const cons = containersOf(r);
+  const byId = new Map(r.nodes.map((n) => [n.id, n]));
+  assert.equal(containerShape(cons.get("layer1.0"), byId), containerShape(cons.get("layer1.1"), byId));
+  assert.notEqual(containerShape(cons.get("layer1.0"), byId), containerShape(cons.get("layer1"), byId));
+});
+
+test("parameter space: a node named like a parameter group is pickable even when it counts no parameters itself", () => {
+  const n = { id: "enc.layers.0.self_attn", params: 0, addressable: true };
+  assert.equal(pickName(n, "parameter"), null);
+  assert.equal(pickName(n, "parameter", new Set(["enc.layers.0.self_attn"])), "enc.layers.0.self_attn");
+  assert.equal(pickName({ id: "relu", params: 0 }, "parameter", new Set(["head"])), null);
 });

@@ -93,3 +93,17 @@ test("css, colour parsing, luminance, ticks", () => {
   assert.deepEqual(niceTicks(0, 10, 3), [0, 5, 10]);
   assert.deepEqual(niceTicks(1, 1), [1]);
 });
+
+test("dark theme: coupling-map colours keep a visible floor (contrast on a dark panel)", async () => {
+  const { paletteFor, makeSequential, luminance, blend } = await import("../src/scale.js");
+  const dark = paletteFor("#111111");
+  const light = paletteFor("#ffffff");
+  assert.ok(dark.floor > light.floor);
+  const sc = makeSequential({ vmax: 1, color: dark.seq, floor: dark.floor });
+  const bg = [17, 17, 17];
+  // the smallest non-zero value differs from the background by a visible luminance step
+  const lo = blend(sc.rgba(1e-6), bg);
+  assert.ok(luminance(lo) - luminance(bg) > 0.02, String(lo));
+  assert.equal(sc.rgba(0)[3], 0);
+  assert.equal(sc.rgba(1)[3], 255);
+});

@@ -24,8 +24,13 @@ def shoot(page, name: str, widget: bool = True) -> Path:
 
 
 def wait_idle(page, timeout: float = 90) -> None:
-    """The status bar (not only the toolbar indicator) reads "Idle": the kernel is up."""
-    page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\bIdle\b")).first.wait_for(timeout=timeout * 1000)
+    """The kernel is up: JupyterLab's status bar (not only the toolbar indicator) reads "Idle";
+    Notebook 7 (no status bar) shows an idle kernel indicator in its toolbar."""
+    if page.locator("#jp-main-statusbar").count():
+        page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\bIdle\b")).first.wait_for(timeout=timeout * 1000)
+        return
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
+                 ".jp-DebuggerBugButton, .jp-KernelStatus-success").first.wait_for(timeout=timeout * 1000)
 
 
 def run_cell(page, index: int, *, wait_done: bool = True, timeout: float = 120) -> None:
@@ -57,6 +62,14 @@ def run_cell(page, index: int, *, wait_done: bool = True, timeout: float = 120) 
 def open_notebook(page, lab, name: str, cells: list[str]) -> None:
     page.goto(lab.notebook(name, cells))
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+    # Notebook 7 may still ask which kernel to start (the kernelspec is preselected): accept it
+    accept = page.locator(".jp-Dialog .jp-mod-accept")
+    deadline = time.monotonic() + (4 if getattr(lab, "app", "lab") == "notebook" else 0)
+    while time.monotonic() < deadline:
+        if accept.count():
+            accept.first.click()
+            break
+        time.sleep(0.2)
     wait_idle(page)
 
 
