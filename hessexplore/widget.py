@@ -616,6 +616,7 @@ class Explorer(anywidget.AnyWidget):
             payload, self.replay_run = {}, None
         else:
             r = _as_run(run)
+            r.check_model(self.session.model, "the run")   # a run of another model would colour wrong nodes
             payload = run_json(r, part)
             self.replay_run = r
         with self._publisher.lock:       # the publisher's lock: never interleave with a job's writes

@@ -323,3 +323,21 @@ def test_threaded_follow_up_and_wait(big_session, session, monkeypatch):
         assert st["state"] == "cancelled" and st["kind"] == "spectrum" and st["job"] == job + 1
     finally:
         w.close()
+
+
+def test_a_run_of_another_model_is_refused(tracked, monkeypatch):
+    from hessexplore.errors import RunFileError
+    model, loss_fn, batch, tracker = tracked
+    other = models.MLP(4, 7, 2, 3, activation="gelu")          # another width: other parameter shapes
+    w = hx.explore(other, loss_fn, batch)
+    try:
+        with pytest.raises(RunFileError):
+            w.load_run(tracker.run)
+        assert w.run == {}
+        w2 = hx.explore(model, loss_fn, batch)
+        try:
+            assert w2.load_run(tracker.run)["steps"] == [0, 20, 40]
+        finally:
+            w2.close()
+    finally:
+        w.close()
