@@ -253,7 +253,11 @@ def mobilenet_se() -> Case:
 
 
 class BasicBlock(nn.Module):
-    """torchvision.models.resnet.BasicBlock: one ReLU module used twice, in-place residual add."""
+    """torchvision.models.resnet.BasicBlock: one ReLU module used twice, in-place residual add.
+
+    Kept apart from :class:`hessexplore.models.BasicBlock` (which adds out of place) on purpose:
+    the in-place ``out += identity`` and ``ReLU(inplace=True)`` are what capture must handle.
+    """
 
     expansion = 1
 
