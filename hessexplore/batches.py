@@ -114,6 +114,8 @@ class Batches:
         self.device, self.dtype = device, dtype
         self.defaults = dict(defaults or {})       # keyword inputs every batch gets unless it sets them
         self.flatten: Callable | None = None       # (args, kwargs) -> the captured graph's inputs
+        #: called as on_batch(done, total) after each batch of a data-set product (progress in batches)
+        self.on_batch: Callable[[int, int], None] | None = None
         self.single = is_one_batch(data)
         self._data = data
         if not self.single:
@@ -216,7 +218,8 @@ def for_each(batches: "Batches | None", compute: Callable[[Batch], list[torch.Te
             raise JobCancelled()
         got = [g * b.weight for g in compute(b)]
         acc = got if acc is None else [a + g for a, g in zip(acc, got)]
-        if progress is not None:
-            progress(i + 1, batches.num_batches)
+        for report in (progress, batches.on_batch):
+            if report is not None:
+                report(i + 1, batches.num_batches)
     batches.reduce(acc)
     return acc

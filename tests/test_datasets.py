@@ -114,3 +114,14 @@ def test_tracker_on_a_training_set_loader_equals_one_concatenated_batch():
         _, va = ta.run.series("lambda_max", group=g)
         _, vb = tb.run.series("lambda_max", group=g)
         assert abs(va[0] - vb[0]) <= 1e-10 * abs(va[0])
+
+
+def test_progress_in_batches():
+    model, (x, y) = _model(), _data()
+    s = hx.Session(model, CE, _batches(x, y, [8, 8, 7]))
+    seen = []
+    s.data.on_batch = lambda done, total: seen.append((done, total))
+    snaps = list(s.estimate("1", "3", probes=16, batch_size=8, krylov=False))
+    assert len(snaps) == 2
+    # every probe round runs its products over the 3 batches: (1,3) (2,3) (3,3) per product
+    assert seen and set(seen) == {(1, 3), (2, 3), (3, 3)} and len(seen) % 3 == 0
