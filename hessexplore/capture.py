@@ -74,13 +74,11 @@ def select_output(out: Any, output: Any, where: str = "the model"):
     if callable(output) and not isinstance(output, (str, int)):
         got = output(out)
     elif output is None:
-        if torch.is_tensor(out):
-            return out
-        leaves = [t for t in pytree.tree_leaves(out) if torch.is_tensor(t)]
-        if not leaves:
+        got = first_tensor(out)
+        if got is None:
             raise TracingError(f"{where} returned {type(out).__name__} with no tensor in it; return the outputs z "
                                "the loss is applied to")
-        return leaves[0]
+        return got
     else:
         try:
             got = out[output]
