@@ -38,19 +38,23 @@ _saved: list = []
 
 
 @contextlib.contextmanager
-def curvature_mode() -> Iterator[None]:
+def curvature_mode(onednn: bool = False) -> Iterator[None]:
     """Run second-order autodiff with kernels that have second derivatives, then restore.
 
     Inside: ``sdpa_kernel(SDPBackend.MATH)``, ``torch.backends.mha`` fast path
-    off, oneDNN off.  Holds a process-wide re-entrant lock, so hessexplore's
-    products from several threads (an explorer's worker and the notebook) take
-    turns: torch.func's forward-mode levels are not thread-safe.  The settings
-    are restored when the outermost ``curvature_mode`` exits (also on error).
+    off, and oneDNN off unless ``onednn`` (its RNN layers have no forward-mode
+    derivative, but its convolutions are about twice as fast on CPU and have
+    every derivative: models without RNN layers keep it, see
+    :func:`needs_no_onednn`).  Holds a process-wide re-entrant lock, so
+    hessexplore's products from several threads (an explorer's worker and the
+    notebook) take turns: torch.func's forward-mode levels are not thread-safe.
+    The outermost ``curvature_mode`` chooses the settings and restores them when
+    it exits (also on error).
     """
     global _depth
     with _lock:
         if _depth == 0:
-            _saved.append(_set_kernels())
+            _saved.append(_set_kernels(onednn))
         _depth += 1
         try:
             yield
@@ -60,17 +64,27 @@ def curvature_mode() -> Iterator[None]:
                 _saved.pop().close()
 
 
-def _set_kernels() -> contextlib.ExitStack:
+def _set_kernels(onednn: bool) -> contextlib.ExitStack:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     stack = contextlib.ExitStack()
     stack.enter_context(sdpa_kernel(SDPBackend.MATH))
     mkldnn = torch._C._get_mkldnn_enabled()      # (mkldnn.flags() would warn about TF32)
-    torch._C._set_mkldnn_enabled(False)
+    torch._C._set_mkldnn_enabled(mkldnn and onednn)
     stack.callback(torch._C._set_mkldnn_enabled, mkldnn)
     fast = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     stack.callback(torch.backends.mha.set_fastpath_enabled, fast)
     return stack
+
+
+def needs_no_onednn(model: nn.Module) -> bool:
+    """True when ``model`` holds RNN layers (LSTM, GRU, RNN), whose oneDNN kernels lack forward-mode AD."""
+    return any(isinstance(m, nn.RNNBase) for m in model.modules())
+
+
+def is_onednn_error(exc: BaseException) -> bool:
+    """True when torch says a oneDNN (mkldnn) kernel has no derivative of the kind asked for."""
+    return "mkldnn" in str(exc).lower()
 
 
 # ---------------------------------------------------------------------------- substitutes

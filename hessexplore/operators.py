@@ -19,13 +19,19 @@ is the parameters under a module).  For groups v, w the block is
 products come in two exact flavours (both agree with finite differences
 through LayerNorm/BatchNorm, SCIENCE.md §6; forward-over-forward is never used):
 
-* ``"forward-over-reverse"`` (``vmap(jvp(grad))``): stateless; used for exact
-  column sweeps.  GN products are a ``jvp`` through the model, a
-  Hessian-vector product of the loss in its outputs, and a cached ``vjp``.
 * ``"double-backward"``: the forward pass and the first backward are recorded
-  once (``create_graph=True``) and every batch of directions costs one
-  batched backward (``is_grads_batched``); J t comes from the double-vjp
-  trick.  Nothing constant across probes is recomputed: used for streaming.
+  once (create_graph, with ∂L/∂z held in a leaf ν), and one backward through
+  that graph per direction gives the tensor part H^T t *and* the model's
+  tangent J t; one more backward through the forward graph gives the GN part
+  (see :class:`_Recorded`).  H t with its GN part so costs one
+  reverse-over-reverse Hessian-vector product, and nothing constant across
+  directions is recomputed: used for exact sweeps, streaming, spectra and maps.
+  k directions run as one batched backward or as k plain ones, whichever the
+  operator measured to be faster on this model and device.
+* ``"forward-over-reverse"`` (``vmap(jvp(grad))``): stateless, nothing held
+  between products; its forward tangent of z is J t, so the GN part adds a
+  loss Hessian-vector product and a cached ``vjp``.  It is the default of
+  :meth:`~hessexplore.Session.operator`.
 
 The loss Hessian in the outputs is always taken by autodiff, so any
 mean-reduced loss works.  One product with a direction in group w's space
@@ -34,6 +40,7 @@ yields H_{a,w}·t for *every* atom a at once.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -63,6 +70,8 @@ class Problem:
     data = None
     #: the batch the products run on now (None: the one the problem was built with)
     batch = None
+    #: products may use oneDNN kernels (False for models with RNN layers; see compat.curvature_mode)
+    onednn = False
 
     def __init__(self, loss_fn: Callable, targets):
         self.loss_fn = loss_fn
@@ -174,31 +183,53 @@ class CurvatureOperator:
         self._vjp_cache: dict[tuple[str, ...], tuple[torch.Tensor, Callable]] = {}
         self._recorded: _Recorded | None = None
         self.fallback: str | None = None      # set when the operator had to change mode
+        self.timings = {}
 
     def dim(self, atoms: Sequence[str]) -> int:
         return sum(self.problem.dims[a] for a in atoms)
 
-    def _full(self, w: list[str], T: torch.Tensor, out: list[str]) -> Flat:
+    def _stateless(self, w: list[str], T: torch.Tensor, out: list[str], full: bool, gn: bool) -> Products:
+        """Forward-over-reverse: ``vmap(jvp(grad))``; its forward tangent of z is J_w t, so the GN
+        part costs only a Hessian-vector product of the loss in z and the cached vjp Jᵀ."""
         p = self.problem
         base = p.base
         others = {a: base[a] for a in out if a not in w}
         wbase = {a: base[a] for a in w}
         y0 = p.targets
+        dual = p._dual_targets()
+        z0, pullback = self._output_vjp(out) if gn else (None, None)
+        loss_grad = grad(p.loss_of_output)   # ∂L/∂z as a function of (z, y)
 
-        def gradient(wvals: Flat, y) -> Flat:
+        def gradient(wvals: Flat, y):
             def L(ovals, wv):
-                return p.loss({**base, **ovals, **wv}, y)
-            go, gw = grad(L, argnums=(0, 1))(others, wvals)
-            return {a: (go[a] if a in go else gw[a]) for a in out}
+                z = p.output({**base, **ovals, **wv})
+                return p.loss_of_output(z, y), z
+            (go, gw), z = grad(L, argnums=(0, 1), has_aux=True)(others, wvals)
+            return {a: (go[a] if a in go else gw[a]) for a in out}, z
 
-        if p._dual_targets():
-            def column(t: torch.Tensor) -> Flat:
-                return jvp(gradient, (wbase, y0), (_split(t, w, p.dims), torch.zeros_like(y0)))[1]
+        def tangent(fn, t: torch.Tensor):
+            if dual:
+                return jvp(fn, (wbase, y0), (_split(t, w, p.dims), torch.zeros_like(y0)))[1]
+            return jvp(lambda wv: fn(wv, y0), (wbase,), (_split(t, w, p.dims),))[1]
+
+        def gn_of(dz: torch.Tensor) -> Flat:
+            if dual:
+                _, hdz = jvp(loss_grad, (z0, y0), (dz, torch.zeros_like(y0)))
+            else:
+                _, hdz = jvp(lambda zz: loss_grad(zz, y0), (z0,), (dz,))
+            return pullback(hdz)[0]
+
+        if full:
+            def column(t: torch.Tensor):
+                ht, dz = tangent(gradient, t)
+                return ht, (gn_of(dz) if gn else {})
         else:
-            def column(t: torch.Tensor) -> Flat:
-                return jvp(lambda wv: gradient(wv, y0), (wbase,), (_split(t, w, p.dims),))[1]
+            def column(t: torch.Tensor):
+                dz = tangent(lambda wv, y: p.output({**base, **wv}), t)
+                return {}, gn_of(dz)
 
-        return vmap(column, chunk_size=self.chunk_size)(T)
+        h, g = vmap(column, chunk_size=self.chunk_size)(T)
+        return Products(h if full else None, g if gn else None)
 
     @torch.no_grad()
     def _output_vjp(self, out: list[str]):
@@ -210,56 +241,50 @@ class CurvatureOperator:
             self._vjp_cache[key] = (z.detach(), pullback)
         return self._vjp_cache[key]
 
-    def _gn(self, w: list[str], T: torch.Tensor, out: list[str]) -> Flat:
-        p = self.problem
-        base = p.base
-        z, pullback = self._output_vjp(out)
-        wbase = {a: base[a] for a in w}
-        loss_grad = grad(p.loss_of_output)   # ∂L/∂z as a function of (z, y)
-        y0 = p.targets
-        dual = p._dual_targets()
-
-        def column(t: torch.Tensor) -> Flat:
-            _, dz = jvp(lambda wv: p.output({**base, **wv}), (wbase,), (_split(t, w, p.dims),))
-            if dual:
-                _, hdz = jvp(loss_grad, (z, y0), (dz, torch.zeros_like(y0)))
-            else:
-                _, hdz = jvp(lambda zz: loss_grad(zz, y0), (z,), (dz,))
-            return pullback(hdz)[0]
-
-        return vmap(column, chunk_size=self.chunk_size)(T)
-
     @torch.no_grad()
     def products(self, w: Sequence[str], T: torch.Tensor, out: Sequence[str],
                  full: bool = True, gn: bool = True) -> Products:
         """Rows of H_{a,w} Tᵀ (and GN) for a in ``out``; T is (k, d_w).
 
-        Runs under :func:`~hessexplore.compat.curvature_mode`.  When an op of the
-        model has no forward-mode derivative, the operator switches itself to
+        Runs under :func:`~hessexplore.compat.curvature_mode` (with oneDNN while
+        ``problem.onednn``; a oneDNN kernel without the derivative asked for turns it
+        off and runs again).  When an op of the model has no forward-mode derivative,
+        the operator switches itself to
         ``"double-backward"`` (same numbers, reverse-over-reverse) and says so in
         ``fallback``; an op without any second derivative raises
         :class:`~hessexplore.errors.AutodiffError` naming the op and module.
         """
         w, out = list(w), list(out)
-        with curvature_mode():
+        while True:
+            with curvature_mode(self.problem.onednn):
+                try:
+                    return self._guarded(w, T, out, full, gn)
+                except (RuntimeError, NotImplementedError) as exc:
+                    if not (self.problem.onednn and compat.is_onednn_error(exc)):
+                        raise
+            self.problem.onednn = False       # a oneDNN kernel without the derivative: native kernels
+            self._recorded, self._vjp_cache = None, {}
+
+    def _guarded(self, w: list[str], T: torch.Tensor, out: list[str], full: bool, gn: bool) -> Products:
+        """:meth:`_over_data`, switching modes when an op lacks forward-mode AD (see :meth:`products`)."""
+        try:
+            return self._over_data(w, T, out, full, gn)
+        except (RuntimeError, NotImplementedError) as exc:
+            if not compat.is_autodiff_error(exc) or (self.problem.onednn and compat.is_onednn_error(exc)):
+                raise
+            if self.mode == "double-backward":
+                raise AutodiffError(compat.explain_autodiff_error(exc, self.problem.locate)) from exc
+            self.fallback = (f"forward-mode AD is not available for "
+                             f"'{compat.failing_op(exc) or 'an op'}': products use double backward")
+            self.mode = "double-backward"
             try:
                 return self._over_data(w, T, out, full, gn)
-            except (RuntimeError, NotImplementedError) as exc:
-                if not compat.is_autodiff_error(exc):
+            except (RuntimeError, NotImplementedError) as exc2:
+                if not compat.is_autodiff_error(exc2) or (self.problem.onednn and compat.is_onednn_error(exc2)):
                     raise
-                if self.mode == "double-backward":
-                    raise AutodiffError(compat.explain_autodiff_error(exc, self.problem.locate)) from exc
-                self.fallback = (f"forward-mode AD is not available for "
-                                 f"'{compat.failing_op(exc) or 'an op'}': products use double backward")
-                self.mode = "double-backward"
-                try:
-                    return self._over_data(w, T, out, full, gn)
-                except (RuntimeError, NotImplementedError) as exc2:
-                    if not compat.is_autodiff_error(exc2):
-                        raise
-                    raise AutodiffError(compat.explain_autodiff_error(
-                        exc2, self.problem.locate, tried=" (tried forward-over-reverse and double backward)")
-                    ) from exc2
+                raise AutodiffError(compat.explain_autodiff_error(
+                    exc2, self.problem.locate, tried=" (tried forward-over-reverse and double backward)")
+                ) from exc2
 
     #: polled between the batches of a data set (True raises JobCancelled); set by the caller
     should_stop: Callable[[], bool] | None = None
@@ -292,12 +317,54 @@ class CurvatureOperator:
 
     def _products(self, w: list[str], T: torch.Tensor, out: list[str], full: bool, gn: bool) -> Products:
         if self.mode == "double-backward":
-            if self._recorded is None:
-                self._recorded = _Recorded(self.problem)
-            rec = self._recorded
-            return Products(rec.full(w, T, out) if full else None, rec.gn(w, T, out) if gn else None)
-        return Products(self._full(w, T, out) if full else None,
-                        self._gn(w, T, out) if gn else None)
+            return self._recorded_products(w, T, out, full, gn)
+        return self._stateless(w, T, out, full, gn)
+
+    #: how the recorded operator runs k directions: True one batched backward (``is_grads_batched``),
+    #: False k plain backwards, None not measured yet (the first product of ≥ 3 directions times both)
+    batched: bool | None = None
+    #: seconds per direction of each way, as measured (empty until measured)
+    timings: dict[str, float]
+
+    def _recorded_products(self, w: list[str], T: torch.Tensor, out: list[str], full: bool, gn: bool
+                           ) -> Products:
+        """Products on the recorded graph, batched or looped, whichever this model and device run faster.
+
+        Batched backwards vmap every op, which is not always faster than k plain
+        backwards (convolutions on CPU are often slower); so the first product of
+        ≥ 3 directions runs one direction to warm up, half of the rest as plain
+        backwards and the other half batched, and keeps the faster way.
+        """
+        if self._recorded is None:
+            self._recorded = _Recorded(self.problem)
+        rec = self._recorded
+        k = T.shape[0]
+        if k == 1 or self.batched is False:
+            return rec.products(w, T, out, full, gn, batched=False)
+        if self.batched:
+            try:
+                return rec.products(w, T, out, full, gn, batched=True)
+            except (RuntimeError, NotImplementedError) as exc:
+                if not _no_batching_rule(exc):
+                    raise
+                self.batched = False
+                return rec.products(w, T, out, full, gn, batched=False)
+        if k < 3:
+            return rec.products(w, T, out, full, gn, batched=False)
+        half = 1 + (k - 1) // 2
+        first = rec.products(w, T[:1], out, full, gn, batched=False)           # warm-up
+        t_loop, loop = _timed(lambda: rec.products(w, T[1:half], out, full, gn, batched=False), T.device)
+        try:
+            t_batch, rest = _timed(lambda: rec.products(w, T[half:], out, full, gn, batched=True), T.device)
+        except (RuntimeError, NotImplementedError) as exc:
+            if not _no_batching_rule(exc):
+                raise
+            self.batched = False
+            rest = rec.products(w, T[half:], out, full, gn, batched=False)
+        else:
+            self.timings = {"loop": t_loop / (half - 1), "batched": t_batch / (k - half)}
+            self.batched = self.timings["batched"] < self.timings["loop"]
+        return _cat_products([first, loop, rest])
 
     def iter_dense_columns(self, w: Sequence[str], out: Sequence[str], chunk: int,
                            parts: Sequence[str] = ("full", "gn"),
@@ -346,6 +413,33 @@ class CurvatureOperator:
         return {p: {a: torch.cat(chunks, dim=0).T for a, chunks in d.items()} for p, d in acc.items()}
 
 
+def _no_batching_rule(exc: BaseException) -> bool:
+    """True when torch says an op cannot run under vmap (no batching rule)."""
+    msg = str(exc).lower()
+    return compat.is_autodiff_error(exc) and ("vmap" in msg or "batching" in msg or "functorch" in msg)
+
+
+def _timed(fn: Callable, device: torch.device):
+    """(seconds, fn()) with the device synchronised around it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0, out
+
+
+def _cat_products(parts: Sequence[Products]) -> Products:
+    """Products of consecutive direction batches, concatenated row-wise."""
+    def cat(name):
+        got = [getattr(p, name) for p in parts]
+        if got[0] is None:
+            return None
+        return {a: torch.cat([g[a] for g in got]) for a in got[0]}
+    return Products(cat("full"), cat("gn"))
+
+
 def _has_error_node(t: torch.Tensor) -> bool:
     """True if ``t``'s autograd graph holds the node @once_differentiable leaves to raise later."""
     todo, seen = [t.grad_fn], set()
@@ -363,30 +457,38 @@ def _has_error_node(t: torch.Tensor) -> bool:
 class _Recorded:
     """Forward pass and first backward of a :class:`Problem`, recorded once at its base point.
 
-    Keeps ``g = ∂L/∂u`` with its graph (create_graph) so that H_{a,w} t =
-    ∂(g_w·t)/∂u_a is one backward; and, for GN, ``Jᵀ ν`` as a linear function
-    of a dummy cotangent ν so that J_w t = ∂(J_wᵀν·t)/∂ν (double-vjp trick),
-    the loss gradient in the outputs ``∂L/∂z`` for H_z, and z itself for Jᵀ.
-    Every product is batched over the k directions with ``is_grads_batched``.
+    With z = z(u) the model output and ν a leaf holding ∂L/∂z at the base point, it keeps
+    ``jt[a] = J_aᵀ ν`` (create_graph: a function of u *and* ν) and ``gz = ∂L/∂z`` as a
+    function of z.  One backward of Σ_i t_i·J_wᵀν through that graph then yields, for
+    every atom a at once,
+
+        ∂/∂u_a = Σ_c ν_c ∂²z_c/∂u_a∂u_w t = H^T_{a,w} t     (the tensor part)
+        ∂/∂ν   = J_w t                                        (the model's tangent)
+
+    and H^GN_{a,w} t = J_aᵀ (∂²L/∂z²) J_w t costs one more backward through the
+    forward graph (after a cheap one through the loss), so H t = H^T t + H^GN t
+    costs what one reverse-over-reverse Hessian-vector product costs, GN part
+    included.  Products over k directions run either as one batched backward
+    (``is_grads_batched``) or as k plain ones; :attr:`batched` says which (the
+    operator measures both and keeps the faster, see :class:`CurvatureOperator`).
     """
 
-    def __init__(self, problem: Problem):
+    def __init__(self, problem: Problem, batched: bool | None = True):
         self.problem = problem
         self.atoms = list(problem.dims)
+        self.batched = batched
         with torch.enable_grad():
             self.vals = {a: problem.base[a].detach().clone().requires_grad_(True) for a in self.atoms}
             inputs = list(self.vals.values())
             self.z = problem.output(self.vals)
-            loss = problem.loss_of_output(self.z)
-            self.grads = dict(zip(self.atoms, torch.autograd.grad(loss, inputs, create_graph=True,
-                                                                  allow_unused=True)))
             self.z_leaf = self.z.detach().requires_grad_(True)
-            (self.gz,) = torch.autograd.grad(problem.loss_of_output(self.z_leaf), self.z_leaf, create_graph=True)
-            self.nu = torch.zeros_like(self.z, requires_grad=True)
-            self.jt_nu = dict(zip(self.atoms, torch.autograd.grad(self.z, inputs, self.nu, create_graph=True,
-                                                                  allow_unused=True)))
-        for a, g in self.grads.items():
-            # a gradient that autograd cannot differentiate again: a backward that detaches or is marked
+            (gz,) = torch.autograd.grad(problem.loss_of_output(self.z_leaf), self.z_leaf, create_graph=True)
+            self.gz = gz
+            self.nu = gz.detach().requires_grad_(True)
+            self.jt = dict(zip(self.atoms, torch.autograd.grad(self.z, inputs, self.nu, create_graph=True,
+                                                               allow_unused=True)))
+        for a, g in self.jt.items():
+            # a backward that autograd cannot differentiate again: one that detaches or is marked
             # @once_differentiable (an "Error" node in its graph) — its Hessian would silently read as 0
             if g is not None and ((not g.requires_grad and bool(g.ne(0).any())) or _has_error_node(g)):
                 raise AutodiffError(
@@ -395,29 +497,17 @@ class _Recorded:
                     "@once_differentiable, or one whose backward detaches). Give that Function a differentiable "
                     "backward (and a jvp), or restrict the analysis to nodes/groups after it.")
 
-    batched = True   # is_grads_batched (vmap) works for this model; False: one backward per direction
-
-    def _backward(self, outputs, inputs, cotangents, k):
-        """Batched Σ_i ∂(outputs_i · cotangents_i)/∂inputs with missing links as zeros: (k, *input.shape).
-
-        One ``is_grads_batched`` backward; if an op of the model has no vmap rule,
-        one backward per direction from then on (same numbers).
-        """
+    def _backward(self, outputs, inputs, cotangents, k, batched: bool):
+        """Σ_i ∂(outputs · cotangents_i)/∂inputs for each of the k cotangents, missing links as zeros:
+        (k, *input.shape) per input.  ``batched``: one ``is_grads_batched`` backward, else k plain ones."""
         pairs = [(o, c) for o, c in zip(outputs, cotangents) if o is not None and o.requires_grad]
         if not pairs:
             return [torch.zeros((k,) + tuple(x.shape), dtype=x.dtype, device=x.device) for x in inputs]
         outs, cots = [o for o, _ in pairs], [c for _, c in pairs]
-        got = None
-        if self.batched:
-            try:
-                got = torch.autograd.grad(outs, inputs, cots, retain_graph=True, allow_unused=True,
-                                          is_grads_batched=True)
-            except (RuntimeError, NotImplementedError) as exc:
-                if not compat.is_autodiff_error(exc) or "vmap" not in str(exc).lower() and \
-                        "batching" not in str(exc).lower() and "functorch" not in str(exc):
-                    raise
-                self.batched = False
-        if got is None:
+        if batched:
+            got = torch.autograd.grad(outs, inputs, cots, retain_graph=True, allow_unused=True,
+                                      is_grads_batched=True)
+        else:
             rows = [torch.autograd.grad(outs, inputs, [c[i] for c in cots], retain_graph=True, allow_unused=True)
                     for i in range(k)]
             got = [None if all(r[j] is None for r in rows) else
@@ -426,16 +516,19 @@ class _Recorded:
         return [g if g is not None else torch.zeros((k,) + tuple(x.shape), dtype=x.dtype, device=x.device)
                 for g, x in zip(got, inputs)]
 
-    def full(self, w: list[str], T: torch.Tensor, out: list[str]) -> Flat:
+    def products(self, w: list[str], T: torch.Tensor, out: list[str], full: bool, gn: bool,
+                 batched: bool) -> Products:
+        """Rows of H_{a,w} Tᵀ and H^GN_{a,w} Tᵀ for a in ``out`` (T: (k, d_w)), as in the class docstring."""
         k = T.shape[0]
         ts = _split(T, w, self.problem.dims)
-        got = self._backward([self.grads[a] for a in w], [self.vals[a] for a in out], [ts[a] for a in w], k)
-        return dict(zip(out, got))
-
-    def gn(self, w: list[str], T: torch.Tensor, out: list[str]) -> Flat:
-        k = T.shape[0]
-        ts = _split(T, w, self.problem.dims)
-        (dz,) = self._backward([self.jt_nu[a] for a in w], [self.nu], [ts[a] for a in w], k)
-        (hdz,) = self._backward([self.gz], [self.z_leaf], [dz], k)
-        got = self._backward([self.z], [self.vals[a] for a in out], [hdz], k)
-        return dict(zip(out, got))
+        tangents = [ts[a] for a in w]
+        outs = [self.vals[a] for a in out]
+        if not full:      # GN alone: J_w t by the double-vjp trick (a backward through ν only)
+            (dz,) = self._backward([self.jt[a] for a in w], [self.nu], tangents, k, batched)
+        else:
+            *tens, dz = self._backward([self.jt[a] for a in w], outs + [self.nu], tangents, k, batched)
+        (hdz,) = self._backward([self.gz], [self.z_leaf], [dz], k, batched)
+        gnr = self._backward([self.z], outs, [hdz], k, batched)
+        gn_rows = {a: g.reshape(k, -1) for a, g in zip(out, gnr)}
+        full_rows = ({a: t.reshape(k, -1) + gn_rows[a] for a, t in zip(out, tens)} if full else None)
+        return Products(full_rows, gn_rows if gn else None)

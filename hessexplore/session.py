@@ -29,6 +29,7 @@ from .estimators import EstimateSnapshot, stream_block
 from .batches import Batches, is_one_batch, polling
 from .capture import capture as _capture
 from .capture import select_output, structural_twin
+from . import compat
 from .compat import curvature_mode
 from .errors import TracingError
 from .graph import ModelGraph, Node, ParameterGroups
@@ -282,6 +283,7 @@ class Session:
             if self.graph is not None:
                 problem.locate = self.graph.locate
             problem.data = self.data
+            problem.onednn = not compat.needs_no_onednn(self.model)
             op = CurvatureOperator(problem, mode)
             if len(self._ops) >= 8:   # recorded operators hold a graph each
                 self._ops.clear()
@@ -419,7 +421,7 @@ class Session:
         out_atoms = {o: self._atoms(o, space) for o in outs}
         W = list(dict.fromkeys(a for atoms in w_atoms.values() for a in atoms))
         all_atoms = list(dict.fromkeys([a for atoms in out_atoms.values() for a in atoms] + W))
-        op = self.operator(all_atoms, space)
+        op = self.operator(all_atoms, space, mode="double-backward")
         offsets, at = {}, 0
         for a in W:
             offsets[a] = (at, at + op.problem.dims[a])

@@ -61,7 +61,15 @@ def test_an_op_without_forward_ad_or_vmap_rule_falls_back_to_double_backward():
     O.assert_rel(b.full, o["full"], 1e-10)
     O.assert_rel(b.gn, o["gn"], 1e-10, scale=O.fro(o["full"]) + O.fro(o["gn"]))
     op = next(iter(s._ops.values()))
-    assert op.mode == "double-backward" and "double backward" in op.fallback
+    assert op.mode == "double-backward"      # exact sweeps run on the recorded graph
+    # the stateless operator has no forward-mode rule for the Function: it switches to double backward
+    atoms = s._atoms("a", "parameter") + s._atoms("b", "parameter")
+    fo = s.operator(atoms, "parameter", mode="forward-over-reverse")
+    T = torch.eye(fo.dim(atoms), dtype=F64)[:5]
+    got = fo.products(atoms, T, atoms)
+    assert fo.mode == "double-backward" and "double backward" in fo.fallback
+    ref = op.products(atoms, T, atoms)
+    torch.testing.assert_close(got.rows("full", atoms), ref.rows("full", atoms), rtol=1e-12, atol=1e-14)
 
 
 def test_an_op_without_second_derivative_is_a_clear_error_not_a_zero():
