@@ -321,7 +321,8 @@ class CurvatureOperator:
         return self._stateless(w, T, out, full, gn)
 
     #: how the recorded operator runs k directions: True one batched backward (``is_grads_batched``),
-    #: False k plain backwards, None not measured yet (the first product of ≥ 3 directions times both)
+    #: False k plain backwards, None not measured yet (the first product of ≥ 3 directions times both);
+    #: set it to skip the measurement
     batched: bool | None = None
     #: seconds per direction of each way, as measured (empty until measured)
     timings: dict[str, float]
@@ -332,8 +333,8 @@ class CurvatureOperator:
 
         Batched backwards vmap every op, which is not always faster than k plain
         backwards (convolutions on CPU are often slower); so the first product of
-        ≥ 3 directions runs one direction to warm up, half of the rest as plain
-        backwards and the other half batched, and keeps the faster way.
+        ≥ 3 directions first times both ways on two of its directions
+        (:meth:`_measure`) and keeps the faster.
         """
         if self._recorded is None:
             self._recorded = _Recorded(self.problem)
@@ -351,20 +352,26 @@ class CurvatureOperator:
                 return rec.products(w, T, out, full, gn, batched=False)
         if k < 3:
             return rec.products(w, T, out, full, gn, batched=False)
-        half = 1 + (k - 1) // 2
-        first = rec.products(w, T[:1], out, full, gn, batched=False)           # warm-up
-        t_loop, loop = _timed(lambda: rec.products(w, T[1:half], out, full, gn, batched=False), T.device)
+        self._measure(rec, w, T[:3], out, full, gn)
+        return self._recorded_products(w, T, out, full, gn)
+
+    def _measure(self, rec: "_Recorded", w: list[str], T: torch.Tensor, out: list[str], full: bool, gn: bool
+                 ) -> None:
+        """Time 2 directions as plain backwards and as one batched backward (each warmed up first) and
+        keep the faster way in :attr:`batched`.  The results are thrown away, so every product the
+        caller sees runs one way (an exact sweep stays bitwise reproducible within the operator)."""
+        rec.products(w, T[:1], out, full, gn, batched=False)                    # warm-up
         try:
-            t_batch, rest = _timed(lambda: rec.products(w, T[half:], out, full, gn, batched=True), T.device)
+            rec.products(w, T[:2], out, full, gn, batched=True)
         except (RuntimeError, NotImplementedError) as exc:
             if not _no_batching_rule(exc):
                 raise
             self.batched = False
-            rest = rec.products(w, T[half:], out, full, gn, batched=False)
-        else:
-            self.timings = {"loop": t_loop / (half - 1), "batched": t_batch / (k - half)}
-            self.batched = self.timings["batched"] < self.timings["loop"]
-        return _cat_products([first, loop, rest])
+            return
+        t_loop, _ = _timed(lambda: rec.products(w, T[1:3], out, full, gn, batched=False), T.device)
+        t_batch, _ = _timed(lambda: rec.products(w, T[1:3], out, full, gn, batched=True), T.device)
+        self.timings = {"loop": t_loop / 2, "batched": t_batch / 2}
+        self.batched = t_batch < t_loop
 
     def iter_dense_columns(self, w: Sequence[str], out: Sequence[str], chunk: int,
                            parts: Sequence[str] = ("full", "gn"),
@@ -428,16 +435,6 @@ def _timed(fn: Callable, device: torch.device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - t0, out
-
-
-def _cat_products(parts: Sequence[Products]) -> Products:
-    """Products of consecutive direction batches, concatenated row-wise."""
-    def cat(name):
-        got = [getattr(p, name) for p in parts]
-        if got[0] is None:
-            return None
-        return {a: torch.cat([g[a] for g in got]) for a in got[0]}
-    return Products(cat("full"), cat("gn"))
 
 
 def _has_error_node(t: torch.Tensor) -> bool:
