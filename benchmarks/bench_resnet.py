@@ -1,17 +1,25 @@
 """ResNet-18 (torchvision replica, CIFAR stem, 32×32, batch 4): hessexplore against plain autograd, one process.
 
 (1) Per-probe cost of the streaming estimator for one activation-space block (v, w): per probe
-    H_vw t, H_ww t, H_vv s and GN_vw t, GN_ww t, GN_vv s (what R, C and GN-Gap need).  Plain recipe,
-    like for like: the forward and first backward recorded once (create_graph) with forward hooks
-    adding shared δ_v, δ_w, then per probe plain double backwards (no vmap, no batching) and the
-    double-vjp trick for J t.  Reported: seconds per probe, the ratio, and per-probe cost in units of
-    one forward+backward of the model on the batch.
+    H t and GN t for t in w's space and for s in v's space, rows of both nodes (what R — two samples
+    per probe —, C and GN-Gap need).  Plain recipes, like for like: the forward and first backward
+    recorded once (create_graph) with forward hooks adding shared δ_v, δ_w, then per probe plain
+    double backwards (no vmap, no batching):
+      "plain H + J t": H t by double backward of the gradient, J t by the double-vjp trick, GN by
+                       a backward of z (the textbook recipe);
+      "plain split":   the best recipe we know, in plain autograd: one double backward of g_w·t
+                       gives H t and, caught where it passes γ = ∂L/∂z, J t; a backward through the
+                       loss and one of z the GN part (what hessexplore's recorded operator does).
+    Reported: seconds per probe, ratios to the best plain recipe, and per-probe cost in units of one
+    forward+backward of the model on the batch.
 (2) Exact block columns/s: the first N columns of H_{·,w} and its GN part (rows of v and w) by
-    hessexplore's batched sweeps (stateless forward-over-reverse, which exact maps use, and the
-    recorded double-backward operator) against a plain loop of double backwards per column on a
-    recorded graph.
+    hessexplore's sweeps (the recorded operator that exact blocks and maps use, with the chunk its
+    memory model picks and fixed chunks; the stateless forward-over-reverse operator) against the
+    two plain recipes, one column at a time on a recorded graph.
 (3) Time to the first map cell over the stage outputs: exact (streams within a node) and estimated.
-(4) Peak RSS (ru_maxrss, process-wide and monotone) after each stage.
+(4) Memory: the chunk the measured memory model picks for the default budget (1 GiB) and for
+    256 MiB, and the measured peak of such a product against the budget; peak RSS (ru_maxrss,
+    process-wide and monotone) after each stage.
 
 Runs alternate the implementations, repeat, and report medians and ratios.  One thread unless
 --threads.  Usage: python benchmarks/bench_resnet.py [--width 64] [--repeats 3] [--probes 8] [--quick]
@@ -93,6 +101,58 @@ class PlainRecipe:
         return H, G
 
 
+class SplitRecipe(PlainRecipe):
+    """The best plain recipe we know: one double backward of g_w·t gives H t and, caught at γ = ∂L/∂z, J t."""
+
+    def __init__(self, model, loss_fn, x, y, v_mod, w_mod, v_shape, w_shape):
+        dev, dt = x.device, x.dtype
+        self.dv = torch.zeros(v_shape, device=dev, dtype=dt, requires_grad=True)
+        self.dw = torch.zeros(w_shape, device=dev, dtype=dt, requires_grad=True)
+        hooks = [v_mod.register_forward_hook(lambda m, i, o: o + self.dv),
+                 w_mod.register_forward_hook(lambda m, i, o: o + self.dw)]
+        try:
+            self.z = model(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        (self.gamma,) = torch.autograd.grad(loss_fn(self.z, y), self.z, create_graph=True)
+        self.gv, self.gw = torch.autograd.grad(self.z, (self.dv, self.dw), self.gamma, create_graph=True)
+        self.zl = self.z.detach().requires_grad_(True)
+        (self.gz,) = torch.autograd.grad(loss_fn(self.zl, y), self.zl, create_graph=True)
+
+    def _both(self, g, t):
+        """(H_{v,·} t, H_{w,·} t, GN_{v,·} t, GN_{w,·} t) for t in the space of g's node."""
+        Hv, Hw, Jt = torch.autograd.grad(g, (self.dv, self.dw, self.gamma), t, retain_graph=True)
+        (Hz,) = torch.autograd.grad(self.gz, self.zl, Jt, retain_graph=True)
+        Gv, Gw = torch.autograd.grad(self.z, (self.dv, self.dw), Hz, retain_graph=True)
+        return Hv, Hw, Gv, Gw
+
+    def probe(self, t, s):
+        return self._both(self.gw, t) + self._both(self.gv, s)
+
+    def column(self, j):
+        e = torch.zeros_like(self.dw).view(-1)
+        e[j] = 1
+        Hv, Hw, Gv, Gw = self._both(self.gw, e.view_as(self.dw))
+        return (Hv, Hw), (Gv, Gw)
+
+
+class TextbookRecipe(PlainRecipe):
+    """PlainRecipe computing the same rows as hessexplore per probe: both directions, both nodes' rows."""
+
+    def probe(self, t, s):
+        (Hv_t, Hw_t), (Gv_t, Gw_t) = self._rows(self.gw, self.jtu_w, t)
+        (Hv_s, Hw_s), (Gv_s, Gw_s) = self._rows(self.gv, self.jtu_v, s)
+        return Hv_t, Hw_t, Gv_t, Gw_t, Hv_s, Hw_s, Gv_s, Gw_s
+
+    def _rows(self, g, jtu, t):
+        H = torch.autograd.grad(g, (self.dv, self.dw), t, retain_graph=True)
+        (Jt,) = torch.autograd.grad(jtu, self.u, t, retain_graph=True)
+        (Hz,) = torch.autograd.grad(self.gz, self.zl, Jt, retain_graph=True)
+        G = torch.autograd.grad(self.z, (self.dv, self.dw), Hz, retain_graph=True)
+        return H, G
+
+
 def timed(fn, device):
     sync(device)
     t0 = time.perf_counter()
@@ -133,7 +193,8 @@ def main():
 
     s = hx.Session(model, loss_fn, (x, y), check_loss=False)
     sv, sw = s.node(v).shape, s.node(w).shape
-    plain = PlainRecipe(model, loss_fn, x, y, getattr(model, v), getattr(model, w), sv, sw)
+    recipes = {"plain H + J t": TextbookRecipe(model, loss_fn, x, y, getattr(model, v), getattr(model, w), sv, sw),
+               "plain split": SplitRecipe(model, loss_fn, x, y, getattr(model, v), getattr(model, w), sv, sw)}
     print(f"  d_v = {s.dim(v):,}, d_w = {s.dim(w):,}; RSS after recording {rss_mb():.0f} MB")
 
     # (1) per-probe cost ---------------------------------------------------------------------------
@@ -142,9 +203,11 @@ def main():
     T = (2 * torch.randint(0, 2, (P,) + tuple(sw), generator=g) - 1).to(device, x.dtype)
     S = (2 * torch.randint(0, 2, (P,) + tuple(sv), generator=g) - 1).to(device, x.dtype)
 
-    def run_plain():
-        for i in range(P):
-            plain.probe(T[i], S[i])
+    def run_plain(rec):
+        def f():
+            for i in range(P):
+                rec.probe(T[i], S[i])
+        return f
 
     def run_hx(batch):
         def f():
@@ -152,59 +215,69 @@ def main():
                 pass
         return f
 
-    list(s.estimate(v, w, probes=1, batch_size=1, krylov=False))       # record the graph once
-    rows = {"plain loop": [], "hessexplore batch 1": [], f"hessexplore batch {min(P, 8)}": []}
+    list(s.estimate(v, w, probes=4, batch_size=4, krylov=False))       # record the graph, choose batched/loop
+    op = s.operator([s.node(v).name, s.node(w).name], "activation", mode="double-backward")
+    rows = {k: [] for k in recipes}
+    rows.update({"hessexplore batch 1": [], f"hessexplore batch {min(P, 8)}": []})
     for _ in range(a.repeats):
-        rows["plain loop"].append(timed(run_plain, device)[0] / P)
+        for k, rec in recipes.items():
+            rows[k].append(timed(run_plain(rec), device)[0] / P)
         rows["hessexplore batch 1"].append(timed(run_hx(1), device)[0] / P)
         rows[f"hessexplore batch {min(P, 8)}"].append(timed(run_hx(min(P, 8)), device)[0] / P)
-    base = statistics.median(rows["plain loop"])
-    print(f"(1) per probe (H and GN products for R, C, GN-Gap), median of {a.repeats}:")
+    best = min(statistics.median(rows[k]) for k in recipes)
+    print(f"(1) per probe (H and GN rows of v and w, for a direction in each of v and w), median of {a.repeats}; "
+          f"hessexplore runs k directions {'batched' if op.batched else 'as k plain backwards'} "
+          f"(measured: {', '.join(f'{k} {1e3 * t:.1f} ms' for k, t in op.timings.items()) or 'k < 3'}):")
     for k, vals in rows.items():
         m = statistics.median(vals)
-        print(f"    {k:<22} {1e3 * m:9.1f} ms  = {m / t_fb:5.2f} fwd+bwd   ratio to plain {m / base:5.2f}")
+        print(f"    {k:<22} {1e3 * m:9.1f} ms  = {m / t_fb:5.2f} fwd+bwd   ratio to best plain {m / best:5.2f}")
     print(f"    RSS {rss_mb():.0f} MB")
 
     # (2) exact columns/s ----------------------------------------------------------------------------
     N = min(a.columns, s.dim(w))
     atoms = [s.node(v).name, s.node(w).name]
-    ops = {"fwd-over-rev": s.operator(atoms, "activation"),
-           "recorded": s.operator(atoms, "activation", mode="double-backward")}
+    ops = {"recorded": s.operator(atoms, "activation", mode="double-backward"),
+           "fwd-over-rev": s.operator(atoms, "activation")}
+    auto_chunk = s._chunk(ops["recorded"], [atoms[1]], atoms, s.dim(w))
 
-    def plain_cols():
-        for j in range(N):
-            plain.column(j)
+    def plain_cols(rec):
+        def f():
+            for j in range(N):
+                rec.column(j)
+        return f
 
-    # restrict the hessexplore sweep to N columns by a view of the operator's dims
     def hx_first_n(chunk, mode):
         def f():
-            it = ops[mode].iter_dense_columns([atoms[1]], atoms, chunk)
             done = 0
-            for _, k, _ in it:
+            for _, k, _ in ops[mode].iter_dense_columns([atoms[1]], atoms, min(chunk, N)):
                 done += k
                 if done >= N:
                     break
         return f
 
-    cols = {"plain loop": []}
-    variants = [(mode, c) for mode in ops for c in (1, 8, N)]
-    for mode, c in variants:
-        cols[f"hx {mode} chunk {c}"] = []
-    hx_first_n(1, "recorded")()                                  # record the graph once
+    variants = [("recorded", auto_chunk, f"hx recorded chunk {min(auto_chunk, N)} (memory model)")]
+    variants += [("recorded", c, f"hx recorded chunk {c}") for c in (1, 8) if c != min(auto_chunk, N)]
+    variants += [("fwd-over-rev", c, f"hx fwd-over-rev chunk {c}") for c in (8, N)]
+    cols = {k: [] for k in recipes}
+    cols.update({label: [] for _, _, label in variants})
+    for mode, c, _ in variants:
+        hx_first_n(c, mode)()                                       # warm up every variant once
     for _ in range(a.repeats):
-        cols["plain loop"].append(N / timed(plain_cols, device)[0])
-        for mode, c in variants:
-            cols[f"hx {mode} chunk {c}"].append(N / timed(hx_first_n(c, mode), device)[0])
-    base = statistics.median(cols["plain loop"])
-    print(f"(2) exact columns of H_(·,{w}) per second (first {N} columns, all rows):")
+        for k, rec in recipes.items():
+            cols[k].append(N / timed(plain_cols(rec), device)[0])
+        for mode, c, label in variants:
+            cols[label].append(N / timed(hx_first_n(c, mode), device)[0])
+    best = max(statistics.median(cols[k]) for k in recipes)
+    print(f"(2) exact columns of H_(·,{w}) and GN per second (first {N} columns, rows of {v} and {w}):")
     for k, vals in cols.items():
         m = statistics.median(vals)
-        print(f"    {k:<28} {m:9.2f} col/s   ratio to plain {m / base:5.2f}")
+        print(f"    {k:<36} {m:9.2f} col/s   ratio to best plain {m / best:5.2f}")
     print(f"    RSS {rss_mb():.0f} MB")
 
     # (3) time to the first map cell -----------------------------------------------------------------
     stages = list(models.RESNET_STAGES)
     s_big = hx.Session(model, loss_fn, (x, y), check_loss=False, max_exact_dim=1 << 30)
+    s_big.max_exact_bytes = 1 << 50           # never completed here: only the first partial result is taken
     t0 = time.perf_counter()
     first = next(iter(s_big.iter_coupling_map(stages, method="exact", first_chunk=8)))
     t_exact = time.perf_counter() - t0
@@ -213,8 +286,24 @@ def main():
     t_est = time.perf_counter() - t0
     print(f"(3) first map cell over {len(stages)} stages ({sum(s.dim(n) for n in stages):,} columns in all): "
           f"exact {t_exact:.1f} s ({first.columns_done} of {first.columns_total:,} columns swept, partial "
-          f"norms), estimate {t_est:.1f} s (a full map of 8 probes per stage, auto chooses "
+          f"norms), estimate {t_est:.1f} s (a full map of {est.probes} probes per stage; auto chooses "
           f"{s._map_method(stages, 'activation', 'auto')!r})")
+    print(f"    RSS {rss_mb():.0f} MB (peak of the whole process)")
+
+    # (4) memory model ---------------------------------------------------------------------------------
+    from hessexplore.memory import peak_bytes
+    op = ops["recorded"]
+    fixed, per = op.memory_cost([atoms[1]], atoms)
+    print(f"(4) measured cost of one product on ({v}, {w}): {fixed / 2**20:.1f} MiB + {per / 2**20:.2f} MiB "
+          f"per direction ({'batched' if op.batched else 'plain backwards'})")
+    for budget in (1 << 30, 1 << 28):
+        k = op.directions_within(budget, [atoms[1]], atoms, s.dim(w))
+        ref = next(iter(op.problem.base.values()))
+        E = torch.zeros(k, s.dim(w), dtype=ref.dtype, device=ref.device)
+        E[torch.arange(k), torch.arange(k)] = 1
+        peak, _ = peak_bytes(lambda: op.products([atoms[1]], E, atoms), ref.device)
+        print(f"    budget {budget / 2**20:6.0f} MiB: {k:5d} directions per product, measured peak "
+              f"{peak / 2**20:7.1f} MiB = {peak / budget:.2f} of the budget")
     print(f"    RSS {rss_mb():.0f} MB (peak of the whole process)")
 
 

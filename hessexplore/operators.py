@@ -20,11 +20,11 @@ products come in two exact flavours (both agree with finite differences
 through LayerNorm/BatchNorm, SCIENCE.md §6; forward-over-forward is never used):
 
 * ``"double-backward"``: the forward pass and the first backward are recorded
-  once (create_graph, with ∂L/∂z held in a leaf ν), and one backward through
-  that graph per direction gives the tensor part H^T t *and* the model's
-  tangent J t; one more backward through the forward graph gives the GN part
-  (see :class:`_Recorded`).  H t with its GN part so costs one
-  reverse-over-reverse Hessian-vector product, and nothing constant across
+  once (create_graph), and one backward through that graph per direction gives
+  H t *and*, caught on its way through ∂L/∂z, the model's tangent J t; one
+  more backward through the forward graph gives the GN part (see
+  :class:`_Recorded`).  H t alone is one reverse-over-reverse Hessian-vector
+  product, and its GN part adds about one backward; nothing constant across
   directions is recomputed: used for exact sweeps, streaming, spectra and maps.
   k directions run as one batched backward or as k plain ones, whichever the
   operator measured to be faster on this model and device.
@@ -184,6 +184,8 @@ class CurvatureOperator:
         self._recorded: _Recorded | None = None
         self.fallback: str | None = None      # set when the operator had to change mode
         self.timings = {}
+        self._memory: dict[tuple, tuple[int, int]] = {}     # measured (fixed, per direction) bytes
+        self._chunks: dict[tuple, int] = {}                 # directions per product within a budget
 
     def dim(self, atoms: Sequence[str]) -> int:
         return sum(self.problem.dims[a] for a in atoms)
@@ -333,7 +335,7 @@ class CurvatureOperator:
 
         Batched backwards vmap every op, which is not always faster than k plain
         backwards (convolutions on CPU are often slower); so the first product of
-        ≥ 3 directions first times both ways on two of its directions
+        ≥ 3 directions first times both ways on up to four of its directions
         (:meth:`_measure`) and keeps the faster.
         """
         if self._recorded is None:
@@ -352,26 +354,93 @@ class CurvatureOperator:
                 return rec.products(w, T, out, full, gn, batched=False)
         if k < 3:
             return rec.products(w, T, out, full, gn, batched=False)
-        self._measure(rec, w, T[:3], out, full, gn)
+        self._measure(rec, w, T, out, full, gn)
         return self._recorded_products(w, T, out, full, gn)
 
     def _measure(self, rec: "_Recorded", w: list[str], T: torch.Tensor, out: list[str], full: bool, gn: bool
                  ) -> None:
-        """Time 2 directions as plain backwards and as one batched backward (each warmed up first) and
-        keep the faster way in :attr:`batched`.  The results are thrown away, so every product the
-        caller sees runs one way (an exact sweep stays bitwise reproducible within the operator)."""
-        rec.products(w, T[:1], out, full, gn, batched=False)                    # warm-up
+        """Time up to 4 directions as plain backwards and as one batched backward (each warmed up first,
+        interleaved twice, the faster run of each kept) and keep the faster way in :attr:`batched`.
+        The results are thrown away, so every product the caller sees runs one way (an exact sweep
+        stays bitwise reproducible within the operator)."""
+        m = T[: min(4, T.shape[0])]
+        rec.products(w, m[:1], out, full, gn, batched=False)                    # warm-up
         try:
-            rec.products(w, T[:2], out, full, gn, batched=True)
+            rec.products(w, m, out, full, gn, batched=True)
         except (RuntimeError, NotImplementedError) as exc:
             if not _no_batching_rule(exc):
                 raise
             self.batched = False
             return
-        t_loop, _ = _timed(lambda: rec.products(w, T[1:3], out, full, gn, batched=False), T.device)
-        t_batch, _ = _timed(lambda: rec.products(w, T[1:3], out, full, gn, batched=True), T.device)
-        self.timings = {"loop": t_loop / 2, "batched": t_batch / 2}
-        self.batched = t_batch < t_loop
+        runs: dict[str, list[float]] = {"loop": [], "batched": []}
+        for _ in range(2):
+            for name, batched in (("loop", False), ("batched", True)):
+                t, _ = _timed(lambda: rec.products(w, m, out, full, gn, batched=batched), T.device)
+                runs[name].append(t / m.shape[0])
+        self.timings = {name: min(ts) for name, ts in runs.items()}
+        self.batched = self.timings["batched"] < self.timings["loop"]
+
+    def memory_cost(self, w: Sequence[str], out: Sequence[str], full: bool = True, gn: bool = True
+                    ) -> tuple[int, int]:
+        """Measured bytes of one :meth:`products` call with k directions: (fixed, per_direction).
+
+        Peak allocation ≈ fixed + k·per_direction, from products with 2 and 4 unit
+        directions (:func:`hessexplore.memory.linear_cost`), after a first product that
+        records the graph and chooses batched or looped backwards, so what is measured is
+        what later products do.  The k × d_w direction matrix is included.  Cached per
+        (w, out, parts).
+        """
+        from . import memory
+        w, out = list(w), list(out)
+        key = (tuple(w), tuple(out), full, gn)
+        if key not in self._memory:
+            d = self.dim(w)
+            ref = next(iter(self.problem.base.values()))
+            E = torch.zeros(4, d, dtype=ref.dtype, device=ref.device)
+            E[torch.arange(4), torch.arange(4) % d] = 1
+            self.products(w, E[:3], out, full, gn)
+
+            def run(k: int):
+                T = E[:k].clone()
+                return T, self.products(w, T, out, full, gn)
+            self._memory[key] = memory.linear_cost(run, ref.device)
+        return self._memory[key]
+
+    #: the largest product :meth:`directions_within` measures to check its line
+    VERIFY_MAX = 32
+
+    def directions_within(self, budget: int, w: Sequence[str], out: Sequence[str], most: int,
+                          full: bool = True, gn: bool = True) -> int:
+        """How many directions one product may take so that its peak allocation stays within ``budget``.
+
+        From :meth:`memory_cost`'s line.  Looped products cost a fixed working set plus
+        one output row per direction, so the line is exact.  Batched ones are convex in k
+        (vmap switches to larger kernels), so when the line allows more than 4 batched
+        directions and the budget binds, one batched product of that many (at most
+        :attr:`VERIFY_MAX`; results discarded) is measured too, and the count re-derived
+        from the slope between it and the 4-direction point.  Between 1 and ``most``;
+        cached per budget.
+        """
+        from . import memory
+        w, out = list(w), list(out)
+        key = (tuple(w), tuple(out), full, gn, int(budget), int(most))
+        if key in self._chunks:
+            return self._chunks[key]
+        fixed, per = self.memory_cost(w, out, full, gn)
+        k = int(max(1, min(most, (budget - fixed) // per)))
+        if self.batched and k > 4 and not (k == most and fixed + k * per <= budget / 2):
+            ref = next(iter(self.problem.base.values()))
+            d = self.dim(w)
+            m = min(k, self.VERIFY_MAX)
+            T = torch.zeros(m, d, dtype=ref.dtype, device=ref.device)
+            T[torch.arange(m), torch.arange(m) % d] = 1
+            peak, got = memory.peak_bytes(lambda: self.products(w, T, out, full, gn), ref.device)
+            del got, T
+            p4 = fixed + 4 * per
+            slope = max((peak - p4) / (m - 4), per)
+            k = int(max(1, min(most, 4 + (budget - p4) // slope)))
+        self._chunks[key] = k
+        return k
 
     def iter_dense_columns(self, w: Sequence[str], out: Sequence[str], chunk: int,
                            parts: Sequence[str] = ("full", "gn"),
@@ -454,38 +523,34 @@ def _has_error_node(t: torch.Tensor) -> bool:
 class _Recorded:
     """Forward pass and first backward of a :class:`Problem`, recorded once at its base point.
 
-    With z = z(u) the model output and ν a leaf holding ∂L/∂z at the base point, it keeps
-    ``jt[a] = J_aᵀ ν`` (create_graph: a function of u *and* ν) and ``gz = ∂L/∂z`` as a
-    function of z.  One backward of Σ_i t_i·J_wᵀν through that graph then yields, for
-    every atom a at once,
+    Keeps the gradient ``g[a] = ∂L/∂u_a = J_aᵀ γ`` with its graph (create_graph), where
+    γ = ∂L/∂z is itself a recorded function of z(u).  One backward of Σ_i t_i·g_w through
+    that graph yields, for every atom a at once,
 
-        ∂/∂u_a = Σ_c ν_c ∂²z_c/∂u_a∂u_w t = H^T_{a,w} t     (the tensor part)
-        ∂/∂ν   = J_w t                                        (the model's tangent)
+        ∂/∂u_a = H_{a,w} t                 (the Hessian-vector product)
+        ∂/∂γ   = J_w t                     (the model's tangent: g_w is linear in γ)
 
-    and H^GN_{a,w} t = J_aᵀ (∂²L/∂z²) J_w t costs one more backward through the
-    forward graph (after a cheap one through the loss), so H t = H^T t + H^GN t
-    costs what one reverse-over-reverse Hessian-vector product costs, GN part
-    included.  Products over k directions run either as one batched backward
-    (``is_grads_batched``) or as k plain ones; :attr:`batched` says which (the
-    operator measures both and keeps the faster, see :class:`CurvatureOperator`).
+    since autograd hands out the gradient reaching the intermediate γ on its way.  Then
+    H^GN_{a,w} t = J_aᵀ (∂²L/∂z²) J_w t costs a cheap backward through the loss alone
+    and one backward through the forward graph; H^T = H − H^GN.  A product without GN
+    part is a single double backward.  k directions run either as one batched backward
+    (``is_grads_batched``) or as k plain ones (see :class:`CurvatureOperator`).
     """
 
-    def __init__(self, problem: Problem, batched: bool | None = True):
+    def __init__(self, problem: Problem):
         self.problem = problem
         self.atoms = list(problem.dims)
-        self.batched = batched
         with torch.enable_grad():
             self.vals = {a: problem.base[a].detach().clone().requires_grad_(True) for a in self.atoms}
             inputs = list(self.vals.values())
             self.z = problem.output(self.vals)
+            (self.gamma,) = torch.autograd.grad(problem.loss_of_output(self.z), self.z, create_graph=True)
+            self.grads = dict(zip(self.atoms, torch.autograd.grad(self.z, inputs, self.gamma, create_graph=True,
+                                                                  allow_unused=True)))
             self.z_leaf = self.z.detach().requires_grad_(True)
-            (gz,) = torch.autograd.grad(problem.loss_of_output(self.z_leaf), self.z_leaf, create_graph=True)
-            self.gz = gz
-            self.nu = gz.detach().requires_grad_(True)
-            self.jt = dict(zip(self.atoms, torch.autograd.grad(self.z, inputs, self.nu, create_graph=True,
-                                                               allow_unused=True)))
-        for a, g in self.jt.items():
-            # a backward that autograd cannot differentiate again: one that detaches or is marked
+            (self.gz,) = torch.autograd.grad(problem.loss_of_output(self.z_leaf), self.z_leaf, create_graph=True)
+        for a, g in self.grads.items():
+            # a gradient that autograd cannot differentiate again: a backward that detaches or is marked
             # @once_differentiable (an "Error" node in its graph) — its Hessian would silently read as 0
             if g is not None and ((not g.requires_grad and bool(g.ne(0).any())) or _has_error_node(g)):
                 raise AutodiffError(
@@ -519,13 +584,19 @@ class _Recorded:
         k = T.shape[0]
         ts = _split(T, w, self.problem.dims)
         tangents = [ts[a] for a in w]
-        outs = [self.vals[a] for a in out]
-        if not full:      # GN alone: J_w t by the double-vjp trick (a backward through ν only)
-            (dz,) = self._backward([self.jt[a] for a in w], [self.nu], tangents, k, batched)
-        else:
-            *tens, dz = self._backward([self.jt[a] for a in w], outs + [self.nu], tangents, k, batched)
-        (hdz,) = self._backward([self.gz], [self.z_leaf], [dz], k, batched)
-        gnr = self._backward([self.z], outs, [hdz], k, batched)
-        gn_rows = {a: g.reshape(k, -1) for a, g in zip(out, gnr)}
-        full_rows = ({a: t.reshape(k, -1) + gn_rows[a] for a, t in zip(out, tens)} if full else None)
-        return Products(full_rows, gn_rows if gn else None)
+        outs = [self.vals[a] for a in out] if full else []
+        roots = [self.grads[a] for a in w]
+        # a loss linear in z (KLDivLoss of log-probabilities) has a constant ∂L/∂z: its GN part is 0
+        curved = gn and self.gamma.requires_grad
+        got = self._backward(roots, outs + ([self.gamma] if curved else []), tangents, k, batched)
+        full_rows = {a: g.reshape(k, -1) for a, g in zip(out, got)} if full else None
+        if not gn:
+            return Products(full_rows, None)
+        if not curved:
+            return Products(full_rows, {a: torch.zeros(k, self.problem.dims[a], dtype=T.dtype, device=T.device)
+                                        for a in out})
+        (hdz,) = self._backward([self.gz], [self.z_leaf], [got[-1]], k, batched)
+        gnr = self._backward([self.z], [self.vals[a] for a in out], [hdz], k, batched)
+        return Products(full_rows, {a: g.reshape(k, -1) for a, g in zip(out, gnr)})
+
+

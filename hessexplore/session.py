@@ -86,7 +86,9 @@ class Session:
     leaf_modules : module names that torch.fx should not trace into (fx capture only).
     trace : False skips capturing (parameter space only).
     max_exact_dim : largest swept dimension for exact blocks (columns = Hessian-vector products).
-    memory_budget : bytes per batched product (default 1 GiB on CPU, ¼ of free GPU memory).
+    memory_budget : bytes one batched product may allocate (default 1 GiB on CPU, ¼ of free GPU memory);
+        products are sized from a measured product (see :meth:`CurvatureOperator.memory_cost`), so
+        their peak allocation stays within it (the recorded graph and the results kept are not counted).
     check_loss : verify that loss_fn is a per-sample mean (needs loss_fn to accept single samples).
     shard : under torch.distributed, rank r of W keeps the batches i with i % W == r of ``batch`` (for
         data every rank iterates whole); by default each rank passes its own shard (a DistributedSampler).
@@ -223,8 +225,14 @@ class Session:
                         "per-sample definition. Pass check_loss=False if this is intended.")
 
     def _check_finite(self) -> None:
+        """Refuse NaN/Inf parameters or buffers; skipped while no parameter or buffer changed since the last
+        check that passed (version counters and storage pointers are compared, not values)."""
+        state = self._fingerprint() + tuple((b.data_ptr(), b._version) for b in self.model.buffers())
+        if state == getattr(self, "_finite_state", None):
+            return
         _check_finite_params(self.model)
         checks.check_buffers(self.model)
+        self._finite_state = state
 
     # -- names ---------------------------------------------------------------------------------
     @property
@@ -358,18 +366,31 @@ class Session:
         op = self.operator(list(dict.fromkeys(v_atoms + w_atoms)), space, mode="double-backward")
         return BlockOperator(op, v_atoms, w_atoms, v=v, w=w, space=space, part=part)
 
-    def _chunk(self, space: str, d_w: int) -> int:
+    def _budget(self) -> int:
+        """Bytes one batched product may allocate: ``memory_budget``, else 1 GiB on CPU, ¼ of free GPU memory."""
+        if self.memory_budget is not None:
+            return int(self.memory_budget)
+        if self.device.type == "cuda":
+            return torch.cuda.mem_get_info(self.device)[0] // 4
+        return 1 << 30
+
+    def _chunk(self, op: CurvatureOperator, w_atoms: Sequence[str], out_atoms: Sequence[str], d_w: int,
+               full: bool = True, gn: bool = True) -> int:
+        """Directions per batched product so that its peak allocation stays within the budget.
+
+        Measured on the operator's own products (see
+        :meth:`CurvatureOperator.directions_within`), not from a formula; at least 1 and
+        at most d_w.  Only when a generous bound (6 activations of the whole batch and 2
+        parameter copies per direction, several times what autograd holds) puts all d_w
+        directions under an eighth of the budget is nothing measured.
+        """
+        budget = self._budget()
         item = torch.empty((), dtype=self.dtype).element_size()
         act = self.graph.activation_numel() if self.graph is not None else 0
-        per_sample = max(act, 1)
-        per_col = item * (6 * self.batch_size * per_sample + 2 * sum(p.numel() for p in self.model.parameters()))
-        budget = self.memory_budget
-        if budget is None:
-            if self.device.type == "cuda":
-                budget = torch.cuda.mem_get_info(self.device)[0] // 4
-            else:
-                budget = 1 << 30
-        return int(max(1, min(d_w, budget // max(per_col, 1))))
+        bound = item * (6 * self.batch_size * max(act, 1) + 2 * sum(p.numel() for p in self.model.parameters()))
+        if d_w * bound <= budget // 8:
+            return d_w
+        return op.directions_within(budget, w_atoms, out_atoms, d_w, full, gn)
 
     def _check_exact(self, name: str, space: str, other: str, outs: Sequence[str] | None = None,
                      columns: int | None = None) -> int:
@@ -431,7 +452,8 @@ class Session:
         sq = {p: {(o, w): 0.0 for o in outs for w in ws} for p in ("full", "gn", "tensor")}
         fp0 = self._fingerprint()
         try:
-            columns = op.iter_dense_columns(W, all_atoms, self._chunk(space, at), parts, should_stop, first=first)
+            chunk = self._chunk(op, W, all_atoms, at)
+            columns = op.iter_dense_columns(W, all_atoms, chunk, parts, should_stop, first=first)
             for start, k, got in self._polled(columns, should_stop):
                 for part in parts:
                     for a in all_atoms:
@@ -589,7 +611,9 @@ class Session:
         owner = [[j if (dims[j] < dims[i] or (dims[j] == dims[i] and j >= i)) else i for j in range(k)]
                  for i in range(k)]
         # pack consecutive nodes into one sweep while their columns fit one memory-budgeted chunk
-        max_cols = self._chunk(space, 1 << 62)
+        every = list(dict.fromkeys(a for n in names for a in self._atoms(n, space)))
+        max_cols = self._chunk(self.operator(every, space, mode="double-backward"), self._atoms(names[0], space),
+                               every, sum(dims))
         packs: list[list[int]] = []
         cols_in_pack = 0
         for j in range(k):
@@ -751,7 +775,8 @@ class Session:
         def matvec(V: torch.Tensor) -> torch.Tensor:
             return op.products(atoms, V, atoms, full=want_full, gn=want_gn).rows(part, atoms)
 
-        kw.setdefault("chunk", self._chunk("parameter", n))
+        if kw.get("chunk") is None and method in ("exact", "auto") and n <= self.max_exact_dim:
+            kw["chunk"] = self._chunk(op, atoms, atoms, n, want_full, want_gn)
         return self._watch(_spectra.iter_spectrum(matvec, n, method=method, group=group, part=part,
                                                   max_exact=self.max_exact_dim, dtype=self.dtype,
                                                   device=self.device, should_stop=should_stop, **kw), "spectrum",
