@@ -408,6 +408,8 @@ class CurvatureOperator:
 
     #: the largest product :meth:`directions_within` measures to check its line
     VERIFY_MAX = 32
+    #: :meth:`directions_within` keeps a product's measured duration under about this many seconds
+    PRODUCT_SECONDS = 1.0
 
     def directions_within(self, budget: int, w: Sequence[str], out: Sequence[str], most: int,
                           full: bool = True, gn: bool = True) -> int:
@@ -418,7 +420,9 @@ class CurvatureOperator:
         (vmap switches to larger kernels), so when the line allows more than 4 batched
         directions and the budget binds, one batched product of that many (at most
         :attr:`VERIFY_MAX`; results discarded) is measured too, and the count re-derived
-        from the slope between it and the 4-direction point.  Between 1 and ``most``;
+        from the slope between it and the 4-direction point.  At most what runs in about
+        :attr:`PRODUCT_SECONDS` by the measured time per direction (at least 4), so that
+        progress, partial results and cancel are never far apart.  Between 1 and ``most``;
         cached per budget.
         """
         from . import memory
@@ -439,6 +443,9 @@ class CurvatureOperator:
             p4 = fixed + 4 * per
             slope = max((peak - p4) / (m - 4), per)
             k = int(max(1, min(most, 4 + (budget - p4) // slope)))
+        t = self.timings.get("batched" if self.batched else "loop")
+        if t:             # short products: progress, partial results and cancel come at least this often
+            k = min(k, max(4, int(self.PRODUCT_SECONDS / t)))
         self._chunks[key] = k
         return k
 
