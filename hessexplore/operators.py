@@ -387,8 +387,8 @@ class CurvatureOperator:
         Peak allocation ≈ fixed + k·per_direction, from products with 2 and 4 unit
         directions (:func:`hessexplore.memory.linear_cost`), after a first product that
         records the graph and chooses batched or looped backwards, so what is measured is
-        what later products do.  The k × d_w direction matrix is included.  Cached per
-        (w, out, parts).
+        what later products do.  The k × d_w direction matrix is included, and per_direction
+        is at least twice the output rows (kept, then stacked).  Cached per (w, out, parts).
         """
         from . import memory
         w, out = list(w), list(out)
@@ -403,7 +403,11 @@ class CurvatureOperator:
             def run(k: int):
                 T = E[:k].clone()
                 return T, self.products(w, T, out, full, gn)
-            self._memory[key] = memory.linear_cost(run, ref.device)
+            fixed, per = memory.linear_cost(run, ref.device)
+            # with few directions the working set of one backward hides the rows that pile up: each
+            # direction keeps its output rows, and stacking them copies them once more
+            rows = 2 * ref.element_size() * self.dim(out) * (int(full) + int(gn))
+            self._memory[key] = (fixed, max(per, rows))
         return self._memory[key]
 
     #: the largest product :meth:`directions_within` measures to check its line
