@@ -64,10 +64,25 @@ def curvature_mode(onednn: bool = False) -> Iterator[None]:
                 _saved.pop().close()
 
 
+def _math_sdpa(stack: contextlib.ExitStack) -> None:
+    """Only the math SDPA backend on, the others restored by ``stack`` (what ``sdpa_kernel(MATH)`` does,
+    without its per-call bookkeeping: products are entered thousands of times)."""
+    import torch.nn.attention as att
+    names = getattr(att, "_backend_names", None)
+    if not isinstance(names, dict) or not all(hasattr(torch._C, f"_get_{n}_sdp_enabled") and
+                                              hasattr(torch._C, f"_set_sdp_use_{n}") for n in names):
+        stack.enter_context(att.sdpa_kernel(att.SDPBackend.MATH))
+        return
+    for n in names:
+        old = getattr(torch._C, f"_get_{n}_sdp_enabled")()
+        setter = getattr(torch._C, f"_set_sdp_use_{n}")
+        setter(n == "math")
+        stack.callback(setter, old)
+
+
 def _set_kernels(onednn: bool) -> contextlib.ExitStack:
-    from torch.nn.attention import SDPBackend, sdpa_kernel
     stack = contextlib.ExitStack()
-    stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+    _math_sdpa(stack)
     mkldnn = torch._C._get_mkldnn_enabled()      # (mkldnn.flags() would warn about TF32)
     torch._C._set_mkldnn_enabled(mkldnn and onednn)
     stack.callback(torch._C._set_mkldnn_enabled, mkldnn)

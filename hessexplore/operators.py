@@ -583,9 +583,12 @@ class _Recorded:
         else:
             rows = [torch.autograd.grad(outs, inputs, [c[i] for c in cots], retain_graph=True, allow_unused=True)
                     for i in range(k)]
-            got = [None if all(r[j] is None for r in rows) else
-                   torch.stack([r[j] if r[j] is not None else torch.zeros_like(x) for r in rows])
-                   for j, x in enumerate(inputs)]
+            if k == 1:
+                got = [None if r is None else r[None] for r in rows[0]]
+            else:
+                got = [None if all(r[j] is None for r in rows) else
+                       torch.stack([r[j] if r[j] is not None else torch.zeros_like(x) for r in rows])
+                       for j, x in enumerate(inputs)]
         return [g if g is not None else torch.zeros((k,) + tuple(x.shape), dtype=x.dtype, device=x.device)
                 for g, x in zip(got, inputs)]
 
