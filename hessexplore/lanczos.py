@@ -140,11 +140,23 @@ class _Recurrence:
         self.alpha = q0.new_zeros(m, max_steps)
         self.beta = q0.new_zeros(m, max_steps)
         self.scale = q0.new_zeros(m)                       # running Gershgorin bound on ‖T‖
+        self.rows = max_steps + 1                          # basis rows ever needed
         if self.store_basis:
-            self.basis = q0.new_zeros(m, max_steps + 1, n)
+            # grown geometrically: a run that converges in a few steps never allocates
+            # (max_steps + 1)·n (200 rows of a whole model's parameters by default)
+            self.basis = q0.new_empty(m, min(self.rows, 16), n)
             self.basis[:, 0] = q0
         self.q_prev, self.q = torch.zeros_like(q0), q0
         self.steps = 0
+
+    def _store(self, j: int, q: Tensor) -> None:
+        """basis[:, j] = q, growing the basis (doubling, capped at max_steps + 1 rows) when full."""
+        cap = self.basis.shape[1]
+        if j >= cap:
+            grown = self.basis.new_empty(self.basis.shape[0], min(self.rows, max(2 * cap, j + 1)), self.n)
+            grown[:, :cap] = self.basis
+            self.basis = grown
+        self.basis[:, j] = q
 
     def _project_out(self, w: Tensor, upto: int) -> Tensor:
         """w − Q Qᵀ w, twice (classical Gram–Schmidt), against each row's own q₀ … q_{upto−1}."""
@@ -179,8 +191,8 @@ class _Recurrence:
     def _advance(self, q_next: Tensor) -> None:
         self.steps += 1
         self.q_prev, self.q = self.q, q_next
-        if self.store_basis and self.steps < self.basis.shape[1]:
-            self.basis[:, self.steps] = q_next
+        if self.store_basis and self.steps < self.rows:
+            self._store(self.steps, q_next)
 
     def restart(self, v: Tensor) -> bool:
         """After a breakdown (β_j = 0), continue from v (1, n) orthogonalised against the basis.
