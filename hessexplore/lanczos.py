@@ -44,8 +44,13 @@ from torch import Tensor
 
 Matvec = Callable[[Tensor], Tensor]
 
+#: which Ritz extremes must meet the tolerance before Lanczos stops
+WHICH = ("both", "top", "bottom")
+#: what must be ≤ tol·max|θ|: the residual bounds (rigorous), or the error estimates min(r, r²/gap)
+CRITERIA = ("residual", "gap")
+
 __all__ = [
-    "LanczosResult", "LanczosState", "ExtremesResult", "SLQResult",
+    "LanczosResult", "LanczosState", "ExtremesResult", "SLQResult", "WHICH", "CRITERIA",
     "lanczos", "lanczos_iter", "extremes", "slq_density", "slq_iter",
     "tridiagonal", "ritz", "gaussian_density", "rademacher",
 ]
@@ -287,9 +292,28 @@ class LanczosState:
                              self.iteration, self.breakdown, self.restarts, self.exact)
 
 
+def _error_estimates(theta: Tensor, bounds: Tensor) -> Tensor:
+    """min(r_i, r_i² / gap_i): the a-posteriori eigenvalue error estimate of each Ritz value.
+
+    gap_i = distance from θ_i to the nearest other Ritz value, standing in for the unknown distance
+    to the rest of A's spectrum in the Kahan–Parlett–Jiang bound |λ − θ_i| ≤ r_i²/gap (Parlett, The
+    Symmetric Eigenvalue Problem, §11.7).  An estimate, not a bound: the Ritz gap can exceed the true
+    one while the Ritz values are far from converged.  With one Ritz value (no gap) it is r."""
+    j = theta.shape[0]
+    if j < 2:
+        return bounds
+    d = (theta.unsqueeze(0) - theta.unsqueeze(1)).abs()
+    gap = (d + torch.diag(torch.full_like(theta, math.inf))).min(dim=1).values
+    return torch.where(gap > 0, torch.minimum(bounds, bounds * bounds / gap), bounds)
+
+
 def _track(alpha: Tensor, beta: Tensor, beta_last: Tensor, k_top: int, k_bottom: int,
-           tol: Optional[float]) -> Tensor:
-    """Flat tensor [converged, top (kt), top bounds (kt), bottom (kb), bottom bounds (kb)]."""
+           tol: Optional[float], which: str = "both", criterion: str = "residual") -> Tensor:
+    """Flat tensor [converged, top (kt), top bounds (kt), bottom (kb), bottom bounds (kb)].
+
+    ``which``: the extremes that must meet the tolerance for ``converged`` — "both", "top" or
+    "bottom"; ``criterion``: "residual" (residual bounds ≤ tol·max|θ|) or "gap" (the error estimates
+    of :func:`_error_estimates` ≤ tol·max|θ|).  The reported bounds are the residual bounds either way."""
     theta, _, bounds = ritz(alpha, beta, beta_last)
     j = theta.shape[0]
     kt, kb = min(k_top, j), min(k_bottom, j)
@@ -298,7 +322,10 @@ def _track(alpha: Tensor, beta: Tensor, beta_last: Tensor, k_top: int, k_bottom:
     if tol is None or tol <= 0:     # tol = 0: run to the step limit (exact zeros certify nothing)
         conv = theta.new_zeros(())
     else:
-        conv = torch.cat([tb, bb]).max() <= tol * theta.abs().max()
+        err = bounds if criterion == "residual" else _error_estimates(theta, bounds)
+        et, eb = err[j - kt:], err[:kb]
+        judged = {"both": torch.cat([et, eb]), "top": et, "bottom": eb}[which]
+        conv = judged.max() <= tol * theta.abs().max()
     return torch.cat([conv.to(theta.dtype).reshape(1), top, tb, bot, bb])
 
 
@@ -306,12 +333,16 @@ def lanczos_iter(matvec: Matvec, n: int, k: int, *, v0: Optional[Tensor] = None,
                  generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float64,
                  device="cpu", reorth: bool = True, restart: bool = False, return_basis: bool = True,
                  track: bool = True, k_top: int = 1, k_bottom: int = 1, tol: Optional[float] = None,
-                 check_every: int = 1, breakdown_tol: Optional[float] = None) -> Iterator[LanczosState]:
+                 check_every: int = 1, breakdown_tol: Optional[float] = None,
+                 which: str = "both", criterion: str = "residual") -> Iterator[LanczosState]:
     """Run up to k Lanczos steps on A (n × n), yielding a :class:`LanczosState` after every step.
 
     With ``track`` (every ``check_every`` steps and on the last one) the state carries the current
     Ritz extremes and their residual bounds as Python floats: one eigh of T_j (j × j) and one device
-    sync per tracked step.  ``converged`` (bounds ≤ ``tol``·max|θ|) is never set on a step that broke
+    sync per tracked step.  ``converged`` (the ``which`` extremes — "both", "top" or "bottom"; both
+    are tracked and reported either way — meet ``tol``·max|θ|: their residual bounds with
+    ``criterion="residual"``, their error estimates min(r, r²/gap) with ``criterion="gap"``, see
+    ``_error_estimates``) is never set on a step that broke
     down and restarts (an invariant subspace certifies its own eigenvalues, not that the extremes or
     their multiplicities are complete), nor for ``tol`` ≤ 0 (run to k steps or the whole space).  Untracked steps sync once only for the breakdown test.  The generator
     ends after k = min(k, n) steps, or at a breakdown unless ``restart`` (then it continues from a
@@ -324,6 +355,10 @@ def lanczos_iter(matvec: Matvec, n: int, k: int, *, v0: Optional[Tensor] = None,
     k = min(int(k), n)
     if k < 1:
         raise ValueError("k must be >= 1")
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     tol_b = _default_breakdown_tol(dtype, n) if breakdown_tol is None else breakdown_tol
     rec = _Recurrence(matvec, _unit_start(v0, n, generator, dtype, device), k, reorth=reorth,
                       breakdown_tol=tol_b, store_basis=return_basis or restart)
@@ -332,7 +367,7 @@ def lanczos_iter(matvec: Matvec, n: int, k: int, *, v0: Optional[Tensor] = None,
         broke_t = rec.step()
         j = rec.steps
         tracked = track and (j % check_every == 0 or j >= k)
-        broke, info = _sync(rec, broke_t, k_top, k_bottom, tol) if tracked else (bool(broke_t[0]), None)
+        broke, info = _sync(rec, broke_t, k_top, k_bottom, tol, which, criterion) if tracked else (bool(broke_t[0]), None)
         breakdown |= broke
         more = j < k and (not broke or (restart and rec.restart(
             torch.randn(1, n, generator=generator, dtype=dtype, device=device))))
@@ -350,9 +385,11 @@ def lanczos_iter(matvec: Matvec, n: int, k: int, *, v0: Optional[Tensor] = None,
             return
 
 
-def _sync(rec: _Recurrence, broke_t: Tensor, k_top: int, k_bottom: int, tol: Optional[float]):
+def _sync(rec: _Recurrence, broke_t: Tensor, k_top: int, k_bottom: int, tol: Optional[float], which: str = "both",
+          criterion: str = "residual"):
     """(broke, tracking info) fetched from the device in one ``tolist`` — the one sync of a step."""
-    flags = torch.cat([broke_t.to(rec.alpha.dtype), _track(*rec.tridiag(), k_top, k_bottom, tol)]).tolist()
+    flags = torch.cat([broke_t.to(rec.alpha.dtype),
+                       _track(*rec.tridiag(), k_top, k_bottom, tol, which, criterion)]).tolist()
     return bool(flags[0]), flags[1:]
 
 
@@ -410,7 +447,8 @@ def extremes(matvec: Matvec, n: int, k_top: int = 1, k_bottom: int = 1, *, max_i
              tol: float = 1e-6, generator: Optional[torch.Generator] = None, v0: Optional[Tensor] = None,
              dtype: torch.dtype = torch.float64, device="cpu", reorth: bool = True, restart: bool = True,
              check_every: int = 1, breakdown_tol: Optional[float] = None,
-             on_step: Optional[Callable[[LanczosState], None]] = None) -> ExtremesResult:
+             on_step: Optional[Callable[[LanczosState], None]] = None,
+             criterion: str = "residual") -> ExtremesResult:
     """The k_top largest and k_bottom smallest eigenvalues of A with residual error bars.
 
     Lanczos runs until every tracked bound |β_j s_{j,i}| ≤ tol · max_i |θ_i| (checked every
@@ -418,15 +456,18 @@ def extremes(matvec: Matvec, n: int, k_top: int = 1, k_bottom: int = 1, *, max_i
     After a breakdown it restarts from a random vector orthogonal to the basis (``restart``), so that
     eigenvalues outside the first invariant subspace (e.g. more zeros of a low-rank A) are reached.
     The eigenvalue error is usually far below the residual bound (≈ bound²/gap).  ``on_step`` sees
-    every tracked :class:`LanczosState` (for streaming error bars).  Caveat: a multiple eigenvalue is
-    seen once until a breakdown/restart; converged bounds cannot certify that none was missed.
+    every tracked :class:`LanczosState` (for streaming error bars).  ``criterion="gap"`` stops on
+    that error estimate min(r, r²/gap) instead of the bound (see ``lanczos_iter``).  Caveat: a
+    multiple eigenvalue is seen once until a breakdown/restart; converged bounds cannot certify that
+    none was missed.
     """
     max_iter = min(n, 200) if max_iter is None else min(int(max_iter), n)
     k_top, k_bottom = min(k_top, n), min(k_bottom, n)
     state = None
     for state in lanczos_iter(matvec, n, max_iter, v0=v0, generator=generator, dtype=dtype, device=device,
                               reorth=reorth, restart=restart, track=True, k_top=k_top, k_bottom=k_bottom,
-                              tol=tol, check_every=check_every, breakdown_tol=breakdown_tol):
+                              tol=tol, check_every=check_every, breakdown_tol=breakdown_tol,
+                              criterion=criterion):
         if state.top is not None and on_step is not None:
             on_step(state)
         if state.converged and state.iteration >= max(k_top, k_bottom):
