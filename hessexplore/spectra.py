@@ -37,12 +37,13 @@ from torch import Tensor
 
 from .errors import BlockTooLargeError, HessExploreError, JobCancelled
 from . import checks
-from .lanczos import CRITERIA, WHICH, SLQResult, gaussian_density, lanczos_iter, slq_iter
+from .lanczos import CRITERIA, WHICH, SLQResult, gaussian_density, lanczos_iter, rademacher, slq_iter
 from .spectral_stats import density_histogram, spectrum_stats, stats_from_density
 
 Matvec = Callable[[Tensor], Tensor]
 
 __all__ = ["Spectrum", "iter_spectrum", "compute_spectrum", "normalized_stats", "METHODS", "PARTS", "WHICH", "CRITERIA",
+           "TraceResult", "iter_trace", "hutchinson_trace",
            "STAT_KEYS", "DENSE_MAX"]
 
 METHODS = ("auto", "exact", "lanczos", "slq", "lanczos+slq")
@@ -564,3 +565,85 @@ def compute_spectrum(matvec: Matvec, n: int, **kw) -> Spectrum:
         pass
     return last
 
+
+# --------------------------------------------------------------------------------------------------
+# Hutchinson trace
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class TraceResult:
+    """Hutchinson estimate of tr A from Rademacher probes, possibly a streaming snapshot.
+
+    value = mean of the samples zᵢᵀ A zᵢ (unbiased: E zzᵀ = I); stderr = their sample standard
+    deviation / √probes (NaN for one probe); samples (probes,) float64; group, part, n (the
+    dimension of A); matvecs: products spent; elapsed: seconds; done: False for intermediate
+    snapshots.  ``float(result)`` is the value.
+    """
+
+    value: float
+    stderr: float
+    probes: int
+    samples: Tensor = field(repr=False)
+    group: str = ""
+    part: str = "full"
+    n: int = 0
+    matvecs: int = 0
+    elapsed: float = 0.0
+    done: bool = True
+
+    @property
+    def mean(self) -> float:
+        """tr A / n: the mean eigenvalue."""
+        return self.value / self.n if self.n else _NAN
+
+    def __float__(self) -> float:
+        return self.value
+
+    def to_json(self) -> dict:
+        return {"group": self.group, "part": self.part, "n": self.n, "value": _json_num(self.value),
+                "stderr": _json_num(self.stderr), "probes": self.probes, "matvecs": self.matvecs,
+                "elapsed": self.elapsed, "done": self.done}
+
+    def __repr__(self) -> str:
+        return (f"TraceResult({self.group!r}, part={self.part!r}, {self.value:.6g} ± {self.stderr:.2g}, "
+                f"probes={self.probes}, done={self.done})")
+
+
+def iter_trace(matvec: Matvec, n: int, *, probes: int = 64, batch_size: Optional[int] = None, seed: int = 0,
+               group: str = "", part: str = "full", dtype: torch.dtype = torch.float64, device="cpu",
+               should_stop: Optional[Callable[[], bool]] = None) -> Iterator[TraceResult]:
+    """Hutchinson's estimator of tr A, streamed: a :class:`TraceResult` after every ``batch_size``
+    probes (default: all in one product).
+
+    matvec: V (m, n) -> V A (m, n) (rows).  The ``probes`` Rademacher vectors are drawn up front
+    from a private generator seeded with ``seed`` (the result does not depend on ``batch_size``);
+    each batch is one ``matvec`` call, and zᵢᵀ A zᵢ is summed in float64.
+    """
+    probes = checks.positive_int(probes, "probes", hint="Hutchinson probes, e.g. probes=64")
+    if batch_size is not None:
+        batch_size = checks.positive_int(batch_size, "batch_size")
+    seed = checks.as_seed(seed)
+    if n < 1:
+        raise HessExploreError("the group has no parameters")
+    mv = _Counted(matvec, should_stop)
+    t0 = time.perf_counter()
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    Z = rademacher(probes, n, generator=gen, dtype=dtype, device=device)
+    b = probes if batch_size is None else batch_size
+    parts: list[Tensor] = []
+    for start in range(0, probes, b):
+        z = Z[start:start + b]
+        parts.append((z * mv(z)).sum(dim=1, dtype=torch.float64))
+        samples = torch.cat(parts).cpu()
+        m = samples.numel()
+        se = float(samples.std() / math.sqrt(m)) if m > 1 else _NAN
+        yield TraceResult(float(samples.mean()), se, m, samples, group=group, part=part, n=n, matvecs=mv.count,
+                          elapsed=time.perf_counter() - t0, done=m >= probes)
+
+
+def hutchinson_trace(matvec: Matvec, n: int, **kw) -> TraceResult:
+    """The final :class:`TraceResult` of :func:`iter_trace` (same arguments)."""
+    last = None
+    for last in iter_trace(matvec, n, **kw):
+        pass
+    return last
