@@ -16,7 +16,8 @@ tridiagonal T_k = Q_k A Q_kᵀ (k, k) with diagonal α (k,) and off-diagonal β 
     w_j = A q_j − α_j q_j − β_j q_{j−1},   α_j = q_jᵀ A q_j,   β_{j+1} = ‖w_j‖,   q_{j+1} = w_j / β_{j+1}
 
 so that A Q_kᵀ = Q_kᵀ T_k + β_k q_k e_kᵀ.  Here w_j is additionally re-orthogonalised against all
-stored q's (two passes of classical Gram–Schmidt, "twice is enough"), which keeps Q orthonormal to
+stored q's (classical Gram–Schmidt, "twice is enough": a second pass whenever the first cancels,
+‖w′‖ < ‖w‖/√2, the Kahan–Parlett / DGKS test), which keeps Q orthonormal to
 rounding and removes the ghost copies of converged eigenvalues of plain Lanczos.
 
 Ritz pairs: T_k = S diag(θ) Sᵀ, θ ascending.  For the Ritz vector y_i = Q_kᵀ s_i (unit norm),
@@ -138,7 +139,7 @@ class _Recurrence:
     """
 
     def __init__(self, matvec: Matvec, q0: Tensor, max_steps: int, *, reorth: bool,
-                 breakdown_tol: float, store_basis: bool):
+                 breakdown_tol: float, store_basis: bool, grow: bool = True):
         m, n = q0.shape
         self.matvec, self.n, self.reorth, self.tol = matvec, n, reorth, breakdown_tol
         self.store_basis = store_basis or reorth
@@ -147,9 +148,10 @@ class _Recurrence:
         self.scale = q0.new_zeros(m)                       # running Gershgorin bound on ‖T‖
         self.rows = max_steps + 1                          # basis rows ever needed
         if self.store_basis:
-            # grown geometrically: a run that converges in a few steps never allocates
-            # (max_steps + 1)·n (200 rows of a whole model's parameters by default)
-            self.basis = q0.new_empty(m, min(self.rows, 16), n)
+            # ``grow``: grown geometrically, so a run that converges in a few steps never allocates
+            # (max_steps + 1)·n (200 rows of a whole model's parameters by default); SLQ runs every
+            # step and allocates it all at once (no copies)
+            self.basis = q0.new_empty(m, min(self.rows, 16) if grow else self.rows, n)
             self.basis[:, 0] = q0
         self.q_prev, self.q = torch.zeros_like(q0), q0
         self.steps = 0
@@ -164,10 +166,18 @@ class _Recurrence:
         self.basis[:, j] = q
 
     def _project_out(self, w: Tensor, upto: int) -> Tensor:
-        """w − Q Qᵀ w, twice (classical Gram–Schmidt), against each row's own q₀ … q_{upto−1}."""
+        """w − Q Qᵀ w by classical Gram–Schmidt against each row's own q₀ … q_{upto−1}, with the
+        second pass of "twice is enough" run when the first one cancelled: ‖w′‖ < ‖w‖/√2 in some row
+        (Daniel, Gragg, Kaufman & Stewart 1976; Kahan–Parlett).  After the three-term recurrence w
+        is already nearly orthogonal to the basis, so the second pass — half the re-orthogonalisation
+        cost — is rarely needed; it runs when the first pass cancels, as at an invariant subspace or
+        on a restart vector.  One device sync."""
         q = self.basis[:, :upto]                                              # (m, upto, n)
-        for _ in range(2):
-            c = torch.bmm(q, w.unsqueeze(-1))                                 # (m, upto, 1)
+        before = torch.linalg.vector_norm(w, dim=1)
+        c = torch.bmm(q, w.unsqueeze(-1))                                     # (m, upto, 1)
+        w = w - torch.bmm(c.transpose(1, 2), q).squeeze(1)
+        if bool((torch.linalg.vector_norm(w, dim=1) * math.sqrt(2.0) < before).any()):
+            c = torch.bmm(q, w.unsqueeze(-1))
             w = w - torch.bmm(c.transpose(1, 2), q).squeeze(1)
         return w
 
@@ -188,7 +198,7 @@ class _Recurrence:
         broke = b <= self.tol * self.scale
         self.residual = b                                 # β_{j+1} as computed, for the bounds
         b = torch.where(broke, torch.zeros_like(b), b)
-        q_next = torch.where(broke.unsqueeze(1), torch.zeros_like(w), w / torch.where(broke, 1.0, b).unsqueeze(1))
+        q_next = w / torch.where(broke, math.inf, b).unsqueeze(1)      # frozen rows: w / ∞ = 0
         self.alpha[:, j], self.beta[:, j] = a, b
         self._advance(q_next)
         return broke
@@ -406,7 +416,7 @@ def lanczos(matvec: Matvec, n: int, k: int, *, v0: Optional[Tensor] = None,
             breakdown_tol: Optional[float] = None) -> LanczosResult:
     """k steps of symmetric Lanczos on A (n × n) from v0 (or a normal draw from ``generator``).
 
-    Full re-orthogonalisation (two classical Gram–Schmidt passes) when ``reorth``.  Stops early at a
+    Full re-orthogonalisation (classical Gram–Schmidt, a second pass when the first cancels) when ``reorth``.  Stops early at a
     breakdown (invariant subspace found) unless ``restart``; with ``restart`` and k = n the Ritz values
     are all n eigenvalues of A with multiplicity (``exact``).  See :class:`LanczosResult`.
     Cost: k matvecs, O(k²n) for re-orthogonalisation, memory (k+1)·n for the basis.
@@ -547,7 +557,7 @@ def _slq_batch(matvec: Matvec, z: Tensor, num_iter: int, reorth: bool, breakdown
     """Lanczos on each row of z (b, n) at once → Ritz values (b, k), weights (b, k), steps (b,)."""
     n = z.shape[1]
     rec = _Recurrence(matvec, z / math.sqrt(n), num_iter, reorth=reorth, breakdown_tol=breakdown_tol,
-                      store_basis=reorth)
+                      store_basis=reorth, grow=False)
     alive = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
     for _ in range(num_iter):
         alive += (rec.q.abs().sum(dim=1) > 0).long()           # steps run on a live vector
@@ -590,7 +600,8 @@ def slq_iter(matvec: Matvec, n: int, *, num_probes: int = 16, num_iter: int = 64
 
         vᵀ f(A) v ≈ Σ_j τ_j f(θ_j),   τ_j = S[0, j]²   (exact for polynomials f of degree ≤ 2k−1),
 
-    and E[vᵀ f(A) v] = (1/n) tr f(A) = ∫ f dμ.  No device sync inside the iteration loop.
+    and E[vᵀ f(A) v] = (1/n) tr f(A) = ∫ f dμ.  One small device sync per step (whether the
+    re-orthogonalisation needs its second Gram–Schmidt pass).
     Memory: b·(k+1)·n for the bases.
     """
     k = min(int(num_iter), n)
