@@ -38,8 +38,9 @@ each library once would see it; the object a library needs is built inside the t
     Lanczos *without* re-orthogonalisation), hessexplore ``s.spectrum("*", method="slq")`` (full
     re-orthogonalisation, all probes in each product).
 
-Runs alternate the implementations (the order rotates every round), repeat, and report the median
-time and the ratio **peer / hessexplore** (> 1: hessexplore is faster).  One thread by default.
+Runs alternate the implementations (in a fresh seeded random order every round), repeat, and
+report the median time and the ratio **peer / hessexplore** (> 1: hessexplore is faster).  One
+thread by default.
 Peers are optional (``pip install -c benchmarks/constraints.txt -e '.[bench]'``; backpack, which
 curvlinops needs, pulls torchvision, whose PyPI wheel does not import beside the CPU torch:
 ``pip uninstall -y torchvision`` afterwards); a missing peer is skipped with one line.
@@ -54,6 +55,7 @@ import argparse
 import contextlib
 import importlib
 import math
+import random
 import statistics
 import sys
 import time
@@ -129,8 +131,12 @@ def bench(title: str, impls: dict, ref, repeats: int, device, show=None) -> dict
             print(f"    {name:58s} {show(r)}")
     times = {name: [] for name in impls}
     names = list(impls)
+    shuffle = random.Random(0)
     for r in range(repeats):
-        order = names[r % len(names):] + names[:r % len(names)]
+        # a fresh order every round: no implementation always runs first, or always right after
+        # the same other one (a predecessor's allocations and caches shift timings by ~20 %)
+        order = names[:]
+        shuffle.shuffle(order)
         for name in order:
             sync(device)
             t0 = time.perf_counter()
