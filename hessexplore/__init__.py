@@ -11,7 +11,7 @@ from .errors import (ArgumentError, BlockTooLargeError, HessExploreError, InputE
 from .estimators import Estimate, EstimateSnapshot
 from .results import Block, CouplingMap
 from .session import Session
-from .spectra import Spectrum
+from .spectra import Spectrum, TraceResult
 from .tracker import Run, Tracker
 
 __version__ = "0.1.0"
@@ -26,7 +26,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'hessexplore' has no attribute {name!r}")
 
 
-__all__ = ["Session", "explore", "Explorer", "Tracker", "Run", "Block", "CouplingMap", "Spectrum",
+__all__ = ["Session", "explore", "Explorer", "Tracker", "Run", "Block", "CouplingMap", "Spectrum", "TraceResult",
            "Estimate", "EstimateSnapshot", "HessExploreError", "TracingError", "ModelStateError",
            "LossError", "UnknownNameError", "BlockTooLargeError", "MemoryBudgetError", "InputError",
            "ArgumentError", "RunFileError", "ReportFolderError"]

@@ -16,7 +16,8 @@ tridiagonal T_k = Q_k A Q_kᵀ (k, k) with diagonal α (k,) and off-diagonal β 
     w_j = A q_j − α_j q_j − β_j q_{j−1},   α_j = q_jᵀ A q_j,   β_{j+1} = ‖w_j‖,   q_{j+1} = w_j / β_{j+1}
 
 so that A Q_kᵀ = Q_kᵀ T_k + β_k q_k e_kᵀ.  Here w_j is additionally re-orthogonalised against all
-stored q's (two passes of classical Gram–Schmidt, "twice is enough"), which keeps Q orthonormal to
+stored q's (classical Gram–Schmidt, "twice is enough": a second pass whenever the first cancels,
+‖w′‖ < ‖w‖/√2, the Kahan–Parlett / DGKS test), which keeps Q orthonormal to
 rounding and removes the ghost copies of converged eigenvalues of plain Lanczos.
 
 Ritz pairs: T_k = S diag(θ) Sᵀ, θ ascending.  For the Ritz vector y_i = Q_kᵀ s_i (unit norm),
@@ -44,8 +45,13 @@ from torch import Tensor
 
 Matvec = Callable[[Tensor], Tensor]
 
+#: which Ritz extremes must meet the tolerance before Lanczos stops
+WHICH = ("both", "top", "bottom")
+#: what must be ≤ tol·max|θ|: the residual bounds (rigorous), or the error estimates min(r, r²/gap)
+CRITERIA = ("residual", "gap")
+
 __all__ = [
-    "LanczosResult", "LanczosState", "ExtremesResult", "SLQResult",
+    "LanczosResult", "LanczosState", "ExtremesResult", "SLQResult", "WHICH", "CRITERIA",
     "lanczos", "lanczos_iter", "extremes", "slq_density", "slq_iter",
     "tridiagonal", "ritz", "gaussian_density", "rademacher",
 ]
@@ -133,24 +139,45 @@ class _Recurrence:
     """
 
     def __init__(self, matvec: Matvec, q0: Tensor, max_steps: int, *, reorth: bool,
-                 breakdown_tol: float, store_basis: bool):
+                 breakdown_tol: float, store_basis: bool, grow: bool = True):
         m, n = q0.shape
         self.matvec, self.n, self.reorth, self.tol = matvec, n, reorth, breakdown_tol
         self.store_basis = store_basis or reorth
         self.alpha = q0.new_zeros(m, max_steps)
         self.beta = q0.new_zeros(m, max_steps)
         self.scale = q0.new_zeros(m)                       # running Gershgorin bound on ‖T‖
+        self.rows = max_steps + 1                          # basis rows ever needed
         if self.store_basis:
-            self.basis = q0.new_zeros(m, max_steps + 1, n)
+            # ``grow``: grown geometrically, so a run that converges in a few steps never allocates
+            # (max_steps + 1)·n (200 rows of a whole model's parameters by default); SLQ runs every
+            # step and allocates it all at once (no copies)
+            self.basis = q0.new_empty(m, min(self.rows, 16) if grow else self.rows, n)
             self.basis[:, 0] = q0
         self.q_prev, self.q = torch.zeros_like(q0), q0
         self.steps = 0
 
+    def _store(self, j: int, q: Tensor) -> None:
+        """basis[:, j] = q, growing the basis (doubling, capped at max_steps + 1 rows) when full."""
+        cap = self.basis.shape[1]
+        if j >= cap:
+            grown = self.basis.new_empty(self.basis.shape[0], min(self.rows, max(2 * cap, j + 1)), self.n)
+            grown[:, :cap] = self.basis
+            self.basis = grown
+        self.basis[:, j] = q
+
     def _project_out(self, w: Tensor, upto: int) -> Tensor:
-        """w − Q Qᵀ w, twice (classical Gram–Schmidt), against each row's own q₀ … q_{upto−1}."""
+        """w − Q Qᵀ w by classical Gram–Schmidt against each row's own q₀ … q_{upto−1}, with the
+        second pass of "twice is enough" run when the first one cancelled: ‖w′‖ < ‖w‖/√2 in some row
+        (Daniel, Gragg, Kaufman & Stewart 1976; Kahan–Parlett).  After the three-term recurrence w
+        is already nearly orthogonal to the basis, so the second pass — half the re-orthogonalisation
+        cost — is rarely needed; it runs when the first pass cancels, as at an invariant subspace or
+        on a restart vector.  One device sync."""
         q = self.basis[:, :upto]                                              # (m, upto, n)
-        for _ in range(2):
-            c = torch.bmm(q, w.unsqueeze(-1))                                 # (m, upto, 1)
+        before = torch.linalg.vector_norm(w, dim=1)
+        c = torch.bmm(q, w.unsqueeze(-1))                                     # (m, upto, 1)
+        w = w - torch.bmm(c.transpose(1, 2), q).squeeze(1)
+        if bool((torch.linalg.vector_norm(w, dim=1) * math.sqrt(2.0) < before).any()):
+            c = torch.bmm(q, w.unsqueeze(-1))
             w = w - torch.bmm(c.transpose(1, 2), q).squeeze(1)
         return w
 
@@ -171,7 +198,7 @@ class _Recurrence:
         broke = b <= self.tol * self.scale
         self.residual = b                                 # β_{j+1} as computed, for the bounds
         b = torch.where(broke, torch.zeros_like(b), b)
-        q_next = torch.where(broke.unsqueeze(1), torch.zeros_like(w), w / torch.where(broke, 1.0, b).unsqueeze(1))
+        q_next = w / torch.where(broke, math.inf, b).unsqueeze(1)      # frozen rows: w / ∞ = 0
         self.alpha[:, j], self.beta[:, j] = a, b
         self._advance(q_next)
         return broke
@@ -179,8 +206,8 @@ class _Recurrence:
     def _advance(self, q_next: Tensor) -> None:
         self.steps += 1
         self.q_prev, self.q = self.q, q_next
-        if self.store_basis and self.steps < self.basis.shape[1]:
-            self.basis[:, self.steps] = q_next
+        if self.store_basis and self.steps < self.rows:
+            self._store(self.steps, q_next)
 
     def restart(self, v: Tensor) -> bool:
         """After a breakdown (β_j = 0), continue from v (1, n) orthogonalised against the basis.
@@ -275,9 +302,28 @@ class LanczosState:
                              self.iteration, self.breakdown, self.restarts, self.exact)
 
 
+def _error_estimates(theta: Tensor, bounds: Tensor) -> Tensor:
+    """min(r_i, r_i² / gap_i): the a-posteriori eigenvalue error estimate of each Ritz value.
+
+    gap_i = distance from θ_i to the nearest other Ritz value, standing in for the unknown distance
+    to the rest of A's spectrum in the Kahan–Parlett–Jiang bound |λ − θ_i| ≤ r_i²/gap (Parlett, The
+    Symmetric Eigenvalue Problem, §11.7).  An estimate, not a bound: the Ritz gap can exceed the true
+    one while the Ritz values are far from converged.  With one Ritz value (no gap) it is r."""
+    j = theta.shape[0]
+    if j < 2:
+        return bounds
+    d = (theta.unsqueeze(0) - theta.unsqueeze(1)).abs()
+    gap = (d + torch.diag(torch.full_like(theta, math.inf))).min(dim=1).values
+    return torch.where(gap > 0, torch.minimum(bounds, bounds * bounds / gap), bounds)
+
+
 def _track(alpha: Tensor, beta: Tensor, beta_last: Tensor, k_top: int, k_bottom: int,
-           tol: Optional[float]) -> Tensor:
-    """Flat tensor [converged, top (kt), top bounds (kt), bottom (kb), bottom bounds (kb)]."""
+           tol: Optional[float], which: str = "both", criterion: str = "residual") -> Tensor:
+    """Flat tensor [converged, top (kt), top bounds (kt), bottom (kb), bottom bounds (kb)].
+
+    ``which``: the extremes that must meet the tolerance for ``converged`` — "both", "top" or
+    "bottom"; ``criterion``: "residual" (residual bounds ≤ tol·max|θ|) or "gap" (the error estimates
+    of :func:`_error_estimates` ≤ tol·max|θ|).  The reported bounds are the residual bounds either way."""
     theta, _, bounds = ritz(alpha, beta, beta_last)
     j = theta.shape[0]
     kt, kb = min(k_top, j), min(k_bottom, j)
@@ -286,7 +332,10 @@ def _track(alpha: Tensor, beta: Tensor, beta_last: Tensor, k_top: int, k_bottom:
     if tol is None or tol <= 0:     # tol = 0: run to the step limit (exact zeros certify nothing)
         conv = theta.new_zeros(())
     else:
-        conv = torch.cat([tb, bb]).max() <= tol * theta.abs().max()
+        err = bounds if criterion == "residual" else _error_estimates(theta, bounds)
+        et, eb = err[j - kt:], err[:kb]
+        judged = {"both": torch.cat([et, eb]), "top": et, "bottom": eb}[which]
+        conv = judged.max() <= tol * theta.abs().max()
     return torch.cat([conv.to(theta.dtype).reshape(1), top, tb, bot, bb])
 
 
@@ -294,12 +343,16 @@ def lanczos_iter(matvec: Matvec, n: int, k: int, *, v0: Optional[Tensor] = None,
                  generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float64,
                  device="cpu", reorth: bool = True, restart: bool = False, return_basis: bool = True,
                  track: bool = True, k_top: int = 1, k_bottom: int = 1, tol: Optional[float] = None,
-                 check_every: int = 1, breakdown_tol: Optional[float] = None) -> Iterator[LanczosState]:
+                 check_every: int = 1, breakdown_tol: Optional[float] = None,
+                 which: str = "both", criterion: str = "residual") -> Iterator[LanczosState]:
     """Run up to k Lanczos steps on A (n × n), yielding a :class:`LanczosState` after every step.
 
     With ``track`` (every ``check_every`` steps and on the last one) the state carries the current
     Ritz extremes and their residual bounds as Python floats: one eigh of T_j (j × j) and one device
-    sync per tracked step.  ``converged`` (bounds ≤ ``tol``·max|θ|) is never set on a step that broke
+    sync per tracked step.  ``converged`` (the ``which`` extremes — "both", "top" or "bottom"; both
+    are tracked and reported either way — meet ``tol``·max|θ|: their residual bounds with
+    ``criterion="residual"``, their error estimates min(r, r²/gap) with ``criterion="gap"``, see
+    ``_error_estimates``) is never set on a step that broke
     down and restarts (an invariant subspace certifies its own eigenvalues, not that the extremes or
     their multiplicities are complete), nor for ``tol`` ≤ 0 (run to k steps or the whole space).  Untracked steps sync once only for the breakdown test.  The generator
     ends after k = min(k, n) steps, or at a breakdown unless ``restart`` (then it continues from a
@@ -312,6 +365,10 @@ def lanczos_iter(matvec: Matvec, n: int, k: int, *, v0: Optional[Tensor] = None,
     k = min(int(k), n)
     if k < 1:
         raise ValueError("k must be >= 1")
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     tol_b = _default_breakdown_tol(dtype, n) if breakdown_tol is None else breakdown_tol
     rec = _Recurrence(matvec, _unit_start(v0, n, generator, dtype, device), k, reorth=reorth,
                       breakdown_tol=tol_b, store_basis=return_basis or restart)
@@ -320,7 +377,7 @@ def lanczos_iter(matvec: Matvec, n: int, k: int, *, v0: Optional[Tensor] = None,
         broke_t = rec.step()
         j = rec.steps
         tracked = track and (j % check_every == 0 or j >= k)
-        broke, info = _sync(rec, broke_t, k_top, k_bottom, tol) if tracked else (bool(broke_t[0]), None)
+        broke, info = _sync(rec, broke_t, k_top, k_bottom, tol, which, criterion) if tracked else (bool(broke_t[0]), None)
         breakdown |= broke
         more = j < k and (not broke or (restart and rec.restart(
             torch.randn(1, n, generator=generator, dtype=dtype, device=device))))
@@ -338,9 +395,11 @@ def lanczos_iter(matvec: Matvec, n: int, k: int, *, v0: Optional[Tensor] = None,
             return
 
 
-def _sync(rec: _Recurrence, broke_t: Tensor, k_top: int, k_bottom: int, tol: Optional[float]):
+def _sync(rec: _Recurrence, broke_t: Tensor, k_top: int, k_bottom: int, tol: Optional[float], which: str = "both",
+          criterion: str = "residual"):
     """(broke, tracking info) fetched from the device in one ``tolist`` — the one sync of a step."""
-    flags = torch.cat([broke_t.to(rec.alpha.dtype), _track(*rec.tridiag(), k_top, k_bottom, tol)]).tolist()
+    flags = torch.cat([broke_t.to(rec.alpha.dtype),
+                       _track(*rec.tridiag(), k_top, k_bottom, tol, which, criterion)]).tolist()
     return bool(flags[0]), flags[1:]
 
 
@@ -357,7 +416,7 @@ def lanczos(matvec: Matvec, n: int, k: int, *, v0: Optional[Tensor] = None,
             breakdown_tol: Optional[float] = None) -> LanczosResult:
     """k steps of symmetric Lanczos on A (n × n) from v0 (or a normal draw from ``generator``).
 
-    Full re-orthogonalisation (two classical Gram–Schmidt passes) when ``reorth``.  Stops early at a
+    Full re-orthogonalisation (classical Gram–Schmidt, a second pass when the first cancels) when ``reorth``.  Stops early at a
     breakdown (invariant subspace found) unless ``restart``; with ``restart`` and k = n the Ritz values
     are all n eigenvalues of A with multiplicity (``exact``).  See :class:`LanczosResult`.
     Cost: k matvecs, O(k²n) for re-orthogonalisation, memory (k+1)·n for the basis.
@@ -398,7 +457,8 @@ def extremes(matvec: Matvec, n: int, k_top: int = 1, k_bottom: int = 1, *, max_i
              tol: float = 1e-6, generator: Optional[torch.Generator] = None, v0: Optional[Tensor] = None,
              dtype: torch.dtype = torch.float64, device="cpu", reorth: bool = True, restart: bool = True,
              check_every: int = 1, breakdown_tol: Optional[float] = None,
-             on_step: Optional[Callable[[LanczosState], None]] = None) -> ExtremesResult:
+             on_step: Optional[Callable[[LanczosState], None]] = None,
+             criterion: str = "residual") -> ExtremesResult:
     """The k_top largest and k_bottom smallest eigenvalues of A with residual error bars.
 
     Lanczos runs until every tracked bound |β_j s_{j,i}| ≤ tol · max_i |θ_i| (checked every
@@ -406,15 +466,18 @@ def extremes(matvec: Matvec, n: int, k_top: int = 1, k_bottom: int = 1, *, max_i
     After a breakdown it restarts from a random vector orthogonal to the basis (``restart``), so that
     eigenvalues outside the first invariant subspace (e.g. more zeros of a low-rank A) are reached.
     The eigenvalue error is usually far below the residual bound (≈ bound²/gap).  ``on_step`` sees
-    every tracked :class:`LanczosState` (for streaming error bars).  Caveat: a multiple eigenvalue is
-    seen once until a breakdown/restart; converged bounds cannot certify that none was missed.
+    every tracked :class:`LanczosState` (for streaming error bars).  ``criterion="gap"`` stops on
+    that error estimate min(r, r²/gap) instead of the bound (see ``lanczos_iter``).  Caveat: a
+    multiple eigenvalue is seen once until a breakdown/restart; converged bounds cannot certify that
+    none was missed.
     """
     max_iter = min(n, 200) if max_iter is None else min(int(max_iter), n)
     k_top, k_bottom = min(k_top, n), min(k_bottom, n)
     state = None
     for state in lanczos_iter(matvec, n, max_iter, v0=v0, generator=generator, dtype=dtype, device=device,
                               reorth=reorth, restart=restart, track=True, k_top=k_top, k_bottom=k_bottom,
-                              tol=tol, check_every=check_every, breakdown_tol=breakdown_tol):
+                              tol=tol, check_every=check_every, breakdown_tol=breakdown_tol,
+                              criterion=criterion):
         if state.top is not None and on_step is not None:
             on_step(state)
         if state.converged and state.iteration >= max(k_top, k_bottom):
@@ -494,7 +557,7 @@ def _slq_batch(matvec: Matvec, z: Tensor, num_iter: int, reorth: bool, breakdown
     """Lanczos on each row of z (b, n) at once → Ritz values (b, k), weights (b, k), steps (b,)."""
     n = z.shape[1]
     rec = _Recurrence(matvec, z / math.sqrt(n), num_iter, reorth=reorth, breakdown_tol=breakdown_tol,
-                      store_basis=reorth)
+                      store_basis=reorth, grow=False)
     alive = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
     for _ in range(num_iter):
         alive += (rec.q.abs().sum(dim=1) > 0).long()           # steps run on a live vector
@@ -537,7 +600,8 @@ def slq_iter(matvec: Matvec, n: int, *, num_probes: int = 16, num_iter: int = 64
 
         vᵀ f(A) v ≈ Σ_j τ_j f(θ_j),   τ_j = S[0, j]²   (exact for polynomials f of degree ≤ 2k−1),
 
-    and E[vᵀ f(A) v] = (1/n) tr f(A) = ∫ f dμ.  No device sync inside the iteration loop.
+    and E[vᵀ f(A) v] = (1/n) tr f(A) = ∫ f dμ.  One small device sync per step (whether the
+    re-orthogonalisation needs its second Gram–Schmidt pass).
     Memory: b·(k+1)·n for the bases.
     """
     k = min(int(num_iter), n)

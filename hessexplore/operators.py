@@ -517,9 +517,13 @@ def _timed(fn: Callable, device: torch.device):
     return time.perf_counter() - t0, out
 
 
-def _has_error_node(t: torch.Tensor) -> bool:
-    """True if ``t``'s autograd graph holds the node @once_differentiable leaves to raise later."""
-    todo, seen = [t.grad_fn], set()
+def _has_error_node(t: torch.Tensor, seen: set | None = None) -> bool:
+    """True if ``t``'s autograd graph holds the node @once_differentiable leaves to raise later.
+
+    Nodes in ``seen`` (shared across calls: the gradients of many atoms share most of their graph)
+    are known clean and skipped."""
+    todo = [t.grad_fn]
+    seen = set() if seen is None else seen
     while todo:
         fn = todo.pop()
         if fn is None or fn in seen:
@@ -560,10 +564,11 @@ class _Recorded:
                                                                   allow_unused=True)))
             self.z_leaf = self.z.detach().requires_grad_(True)
             (self.gz,) = torch.autograd.grad(problem.loss_of_output(self.z_leaf), self.z_leaf, create_graph=True)
+        seen: set = set()
         for a, g in self.grads.items():
             # a gradient that autograd cannot differentiate again: a backward that detaches or is marked
             # @once_differentiable (an "Error" node in its graph) — its Hessian would silently read as 0
-            if g is not None and ((not g.requires_grad and bool(g.ne(0).any())) or _has_error_node(g)):
+            if g is not None and ((not g.requires_grad and bool(g.ne(0).any())) or _has_error_node(g, seen)):
                 raise AutodiffError(
                     f"the gradient with respect to {a!r} cannot be differentiated again: an op on its path has a "
                     "backward that is not itself differentiable (a custom autograd.Function marked "

@@ -39,7 +39,7 @@ from .results import Block, CouplingMap
 if TYPE_CHECKING:  # spectra and maps are imported lazily by the methods that need them
     from .linop import BlockOperator
     from .maps import PhiResult
-    from .spectra import Spectrum
+    from .spectra import Spectrum, TraceResult
 
 SPACES = ("activation", "parameter")
 _STOCHASTIC_MODULES = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
@@ -730,6 +730,12 @@ class Session:
     def spectrum(self, group: str, part: str = "full", method: str = "auto", **kw) -> "Spectrum":
         """Spectrum of the local Hessian of a parameter group (its diagonal block: the rest frozen).
 
+        ``group``: a module's qualified name (all parameters under it), a parameter's name, or
+        ``"*"`` — every parameter of the model, i.e. the whole Hessian (as PyHessian and
+        curvlinops define it).  λ_max alone: ``method="lanczos", k=1, which="top"`` stops once
+        the top Ritz value meets ``tol`` (``criterion="gap"``: by its r²/gap error estimate rather
+        than the residual bound, a few products fewer).
+
         ``part``: "full" (the Hessian), "gn" (its Gauss–Newton part) or "tensor" (H − GN).
         ``method``: "auto" (exact dense eigh up to ``dense_max`` = 3000 parameters, else Lanczos
         extremes + SLQ density), "exact", "lanczos", "slq" or "lanczos+slq"; the result's ``method``
@@ -755,32 +761,81 @@ class Session:
         ``should_stop()`` is polled before every batched product; True raises
         :class:`~hessexplore.errors.JobCancelled`.  Keywords (see
         :func:`hessexplore.spectra.iter_spectrum`): ``dense_max`` (3000), ``k`` (5), ``tol`` (1e-6),
-        ``max_iter``, ``check_every``, ``num_probes`` (16), ``num_iter`` (64), ``probe_batch``,
-        ``sigma``, ``grid_size``, ``seed`` (0), ``eps``, ``slq_reorth`` (True).  Products use the
+        ``which`` ("both"), ``criterion`` ("residual"), ``max_iter``, ``check_every``, ``num_probes``
+        (16), ``num_iter`` (64), ``probe_batch``, ``sigma``, ``grid_size``, ``seed`` (0), ``eps``, ``slq_reorth`` (True).  Products use the
         recorded double-backward operator of the group; the dense matrix (exact) is built in
         memory-budgeted chunks.
         """
         from . import spectra as _spectra
 
-        atoms = self._atoms(group, "parameter")
-        if part not in _spectra.PARTS:
-            raise HessExploreError(f"part must be one of {_spectra.PARTS}, got {part!r}")
         if method not in _spectra.METHODS:
             raise HessExploreError(f"method must be one of {_spectra.METHODS}, got {method!r}")
-        self._check_finite()
-        n = self.dim(group, "parameter")
-        op = self.operator(atoms, "parameter", mode="double-backward")
-        want_full, want_gn = part in ("full", "tensor"), part in ("gn", "tensor")
-
-        def matvec(V: torch.Tensor) -> torch.Tensor:
-            return op.products(atoms, V, atoms, full=want_full, gn=want_gn).rows(part, atoms)
-
+        matvec, n = self._group_matvec(group, part)
         if kw.get("chunk") is None and method in ("exact", "auto") and n <= self.max_exact_dim:
-            kw["chunk"] = self._chunk(op, atoms, atoms, n, want_full, want_gn)
+            kw["chunk"] = self._group_chunk(group, part, n)
         return self._watch(_spectra.iter_spectrum(matvec, n, method=method, group=group, part=part,
                                                   max_exact=self.max_exact_dim, dtype=self.dtype,
                                                   device=self.device, should_stop=should_stop, **kw), "spectrum",
                            should_stop)
+
+    def _group_matvec(self, group: str, part: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
+        """(V (m, n) -> rows of V·A, n) for A the local Hessian of ``group`` (or its GN / tensor part).
+
+        Products run on the group's recorded double-backward operator and ask it only for what
+        ``part`` needs (full: no GN rows; gn: no full rows)."""
+        op, atoms, want_full, want_gn = self._group_operator(group, part)
+
+        def matvec(V: torch.Tensor) -> torch.Tensor:
+            return op.products(atoms, V, atoms, full=want_full, gn=want_gn).rows(part, atoms)
+        return matvec, self.dim(group, "parameter")
+
+    def _group_operator(self, group: str, part: str) -> tuple[CurvatureOperator, list[str], bool, bool]:
+        """(recorded operator, atoms, full rows needed, GN rows needed) for ``part`` of ``group``'s block."""
+        from .spectra import PARTS
+        atoms = self._atoms(group, "parameter")
+        if part not in PARTS:
+            raise HessExploreError(f"part must be one of {PARTS}, got {part!r}")
+        self._check_finite()
+        op = self.operator(atoms, "parameter", mode="double-backward")
+        return op, atoms, part in ("full", "tensor"), part in ("gn", "tensor")
+
+    def _group_chunk(self, group: str, part: str, most: int) -> int:
+        """Directions per product on ``group``'s operator within the memory budget (see :meth:`_chunk`)."""
+        op, atoms, want_full, want_gn = self._group_operator(group, part)
+        return self._chunk(op, atoms, atoms, most, want_full, want_gn)
+
+    def trace(self, group: str = "*", probes: int = 64, part: str = "full", **kw) -> "TraceResult":
+        """Hutchinson estimate of the trace of the local Hessian of ``group`` (default ``"*"``: every
+        parameter of the model, i.e. tr H), with its standard error.
+
+        ``part``: "full" (tr H; the operator is asked for no GN rows), "gn" (tr H^GN) or "tensor".  ``probes``
+        Rademacher vectors from ``seed`` (0); keywords as :meth:`iter_trace`.  Returns a
+        :class:`~hessexplore.spectra.TraceResult`: ``.value``, ``.stderr``, ``.samples``.  For the
+        exact trace of a small group use ``s.spectrum(group, method="exact").trace``.
+        """
+        last = None
+        for last in self.iter_trace(group, probes, part, **kw):
+            pass
+        return last
+
+    def iter_trace(self, group: str = "*", probes: int = 64, part: str = "full", *, seed: int = 0,
+                   batch_size: int | None = None, should_stop: Callable[[], bool] | None = None
+                   ) -> Iterator["TraceResult"]:
+        """Yield the running Hutchinson trace estimate after every ``batch_size`` probes.
+
+        ``batch_size`` directions go into each batched product (default: as many as the memory
+        budget allows by the operator's measured cost, and as run in about a second; the operator runs
+        a batch as one batched backward or a loop, whichever it measured faster).  ``should_stop()`` is polled before every product; True
+        raises :class:`~hessexplore.errors.JobCancelled`.
+        """
+        from .spectra import iter_trace
+        matvec, n = self._group_matvec(group, part)
+        probes = checks.positive_int(probes, "probes", hint="Hutchinson probes, e.g. probes=64")
+        if batch_size is None:
+            batch_size = self._group_chunk(group, part, probes)
+        return self._watch(iter_trace(matvec, n, probes=probes, batch_size=batch_size, seed=seed, group=group,
+                                      part=part, dtype=self.dtype, device=self.device, should_stop=should_stop),
+                           "trace", should_stop)
 
     def __repr__(self) -> str:
         n = len(self.graph.names) if self.graph is not None else "?"

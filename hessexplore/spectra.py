@@ -37,12 +37,13 @@ from torch import Tensor
 
 from .errors import BlockTooLargeError, HessExploreError, JobCancelled
 from . import checks
-from .lanczos import SLQResult, gaussian_density, lanczos_iter, slq_iter
+from .lanczos import CRITERIA, WHICH, SLQResult, gaussian_density, lanczos_iter, rademacher, slq_iter
 from .spectral_stats import density_histogram, spectrum_stats, stats_from_density
 
 Matvec = Callable[[Tensor], Tensor]
 
-__all__ = ["Spectrum", "iter_spectrum", "compute_spectrum", "normalized_stats", "METHODS", "PARTS",
+__all__ = ["Spectrum", "iter_spectrum", "compute_spectrum", "normalized_stats", "METHODS", "PARTS", "WHICH", "CRITERIA",
+           "TraceResult", "iter_trace", "hutchinson_trace",
            "STAT_KEYS", "DENSE_MAX"]
 
 METHODS = ("auto", "exact", "lanczos", "slq", "lanczos+slq")
@@ -139,7 +140,7 @@ class Spectrum:
     (∫ = 1), broadened by a Gaussian of std ``sigma`` — the resolution: features narrower than σ are
     not resolved (exact spectra are broadened the same way; ``histogram()`` gives the raw one);
     slq: the :class:`~hessexplore.lanczos.SLQResult` (SLQ only);  lanczos_iterations, converged
-    (every tracked bound ≤ tol·max|θ|; None without Lanczos);  matvecs: products A·v spent so far;
+    (the extremes asked for by ``which`` met tol·max|θ| by ``criterion``; None without Lanczos);  matvecs: products A·v spent so far;
     elapsed: seconds;  done: False for intermediate streaming snapshots;  stage: the stage that
     produced this snapshot.
     eigenvectors (n, n): orthonormal eigenvectors as columns, A[:, i] ↔ eigenvalues[i] (exact with
@@ -336,15 +337,19 @@ def iter_spectrum(matvec: Matvec, n: int, *, method: str = "auto", group: str = 
                   sigma: Optional[float] = None, grid_size: int = 512, seed: int = 0,
                   eps: Optional[float] = None, slq_reorth: bool = True, dtype: torch.dtype = torch.float64,
                   device="cpu", should_stop: Optional[Callable[[], bool]] = None,
-                  vectors: bool = False) -> Iterator[Spectrum]:
+                  vectors: bool = False, which: str = "both", criterion: str = "residual") -> Iterator[Spectrum]:
     """Yield refining :class:`Spectrum` snapshots of the symmetric A (n × n) behind ``matvec``.
 
     matvec: V (m, n) -> V A (m, n) (rows).  method: see the module docstring; ``dense_max`` is auto's
     threshold, ``max_exact`` a hard limit on n for exact (BlockTooLargeError above it), ``chunk``
     the number of unit vectors per product when building the dense matrix (default min(n, 256)).
-    Lanczos: ``k`` top and bottom eigenvalues, stops when every tracked residual bound ≤ ``tol``·max|θ|
-    (eigenvalue errors are ≈ bound²/gap, far smaller) or after ``max_iter`` steps (default
-    min(n, max(200, 4k))); yields every ``check_every`` steps.  SLQ: ``num_probes`` Rademacher probes
+    Lanczos: ``k`` top and bottom eigenvalues, stops when every residual bound of the extremes named
+    by ``which`` ("both", "top": λ_max side only, "bottom") ≤ ``tol``·max|θ| (eigenvalue errors are
+    ≈ bound²/gap, far smaller) or after ``max_iter`` steps (default min(n, max(200, 4k))); both
+    ends are reported either way, each with its residual bound; yields every ``check_every`` steps.
+    ``criterion="gap"`` stops instead when the eigenvalue *error estimate* min(r, r²/gap) (the
+    Kahan–Parlett–Jiang bound with the gap to the nearest other Ritz value) ≤ ``tol``·max|θ|:
+    "λ_max to relative tolerance tol" in a handful of steps fewer, but an estimate, not a bound.  SLQ: ``num_probes`` Rademacher probes
     × ``num_iter`` Lanczos steps, yielding after every ``probe_batch`` probes (None: all at once);
     the density is broadened by σ = ``sigma`` (default 1 % of the spectral range); ``slq_reorth=False``
     skips SLQ's full re-orthogonalisation (O(num_iter²·n) per probe, which dominates for groups of
@@ -369,6 +374,11 @@ def iter_spectrum(matvec: Matvec, n: int, *, method: str = "auto", group: str = 
         max_iter = checks.positive_int(max_iter, "max_iter")
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
         raise checks.ArgumentError(f"tol must be a number >= 0 (relative residual bound, e.g. 1e-6), got {tol!r}")
+    if which not in WHICH:
+        raise checks.ArgumentError(f"which must be one of {WHICH} (the extremes that must converge), got {which!r}")
+    if criterion not in CRITERIA:
+        raise checks.ArgumentError(f"criterion must be one of {CRITERIA} (residual bounds or r²/gap error "
+                                   f"estimates must meet tol), got {criterion!r}")
     if n < 1:
         raise HessExploreError("the group has no parameters")
     chosen, why = _choose(method, n, dense_max)
@@ -415,7 +425,8 @@ def iter_spectrum(matvec: Matvec, n: int, *, method: str = "auto", group: str = 
         final = chosen == "lanczos"
         state = None
         for state in lanczos_iter(mv, n, steps, generator=gen, dtype=dtype, device=device, restart=True,
-                                  track=True, k_top=k, k_bottom=k, tol=tol, check_every=check_every):
+                                  track=True, k_top=k, k_bottom=k, tol=tol, check_every=check_every,
+                                  which=which, criterion=criterion):
             if state.top is None:
                 continue
             stop = (state.converged and state.iteration >= k) or state.iteration >= steps or state.exact
@@ -425,7 +436,8 @@ def iter_spectrum(matvec: Matvec, n: int, *, method: str = "auto", group: str = 
             bot = torch.tensor(state.bottom, dtype=torch.float64)
             lanczos_part = dict(top=top, top_bounds=torch.tensor(state.top_bounds, dtype=torch.float64),
                                 bottom=bot, bottom_bounds=torch.tensor(state.bottom_bounds, dtype=torch.float64),
-                                iterations=state.iteration, converged=state.converged, exact=False)
+                                iterations=state.iteration, converged=state.converged, exact=False,
+                                which=which, criterion=criterion)
             yield _lanczos_snapshot(base, head, why, lanczos_part, eps, k, n, done=False)
         res = state.result()
         j = res.iterations
@@ -433,7 +445,7 @@ def iter_spectrum(matvec: Matvec, n: int, *, method: str = "auto", group: str = 
         lanczos_part = dict(top=res.ritz_values[j - kt:].flip(0), top_bounds=res.residual_bounds[j - kt:].flip(0),
                             bottom=res.ritz_values[:kt], bottom_bounds=res.residual_bounds[:kt],
                             iterations=j, converged=bool(state.converged) or res.exact, exact=res.exact,
-                            ritz=res.ritz_values, **_ritz_vectors(res, kt))
+                            ritz=res.ritz_values, which=which, criterion=criterion, **_ritz_vectors(res, kt))
         if final or res.exact:
             # Lanczos spanned R^n: its Ritz values are all the eigenvalues, nothing left to estimate
             yield _lanczos_snapshot(base, head, why, lanczos_part, eps, k, n, done=True,
@@ -474,6 +486,10 @@ def _lanczos_snapshot(base, head: str, why: str, lz: dict, eps, k: int, n: int, 
                     top_vectors=lz.get("top_vectors"), bottom_vectors=lz.get("bottom_vectors"))
     st = _extreme_stats(lz, eps, n)
     status = "converged" if lz["converged"] else ("running" if not done else "NOT converged")
+    if lz.get("which", "both") != "both":
+        status += f" ({lz['which']} end)"
+    if lz.get("criterion", "residual") != "residual":
+        status += " by the r²/gap error estimate"
     note = (f"{head}: {why}; top/bottom {k} by Lanczos after {lz['iterations']} steps ({status}: residual "
             f"bounds λ_max ± {float(lz['top_bounds'][0]):.2g}, λ_min ± {float(lz['bottom_bounds'][0]):.2g}); "
             "density statistics not estimated (use method='slq' or 'lanczos+slq').")
@@ -546,5 +562,88 @@ def compute_spectrum(matvec: Matvec, n: int, **kw) -> Spectrum:
     """The final :class:`Spectrum` of :func:`iter_spectrum` (same arguments)."""
     last = None
     for last in iter_spectrum(matvec, n, **kw):
+        pass
+    return last
+
+
+# --------------------------------------------------------------------------------------------------
+# Hutchinson trace
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class TraceResult:
+    """Hutchinson estimate of tr A from Rademacher probes, possibly a streaming snapshot.
+
+    value = mean of the samples zᵢᵀ A zᵢ (unbiased: E zzᵀ = I); stderr = their sample standard
+    deviation / √probes (NaN for one probe); samples (probes,) float64; group, part, n (the
+    dimension of A); matvecs: products spent; elapsed: seconds; done: False for intermediate
+    snapshots.  ``float(result)`` is the value.
+    """
+
+    value: float
+    stderr: float
+    probes: int
+    samples: Tensor = field(repr=False)
+    group: str = ""
+    part: str = "full"
+    n: int = 0
+    matvecs: int = 0
+    elapsed: float = 0.0
+    done: bool = True
+
+    @property
+    def mean(self) -> float:
+        """tr A / n: the mean eigenvalue."""
+        return self.value / self.n if self.n else _NAN
+
+    def __float__(self) -> float:
+        return self.value
+
+    def to_json(self) -> dict:
+        return {"group": self.group, "part": self.part, "n": self.n, "value": _json_num(self.value),
+                "stderr": _json_num(self.stderr), "probes": self.probes, "matvecs": self.matvecs,
+                "elapsed": self.elapsed, "done": self.done}
+
+    def __repr__(self) -> str:
+        return (f"TraceResult({self.group!r}, part={self.part!r}, {self.value:.6g} ± {self.stderr:.2g}, "
+                f"probes={self.probes}, done={self.done})")
+
+
+def iter_trace(matvec: Matvec, n: int, *, probes: int = 64, batch_size: Optional[int] = None, seed: int = 0,
+               group: str = "", part: str = "full", dtype: torch.dtype = torch.float64, device="cpu",
+               should_stop: Optional[Callable[[], bool]] = None) -> Iterator[TraceResult]:
+    """Hutchinson's estimator of tr A, streamed: a :class:`TraceResult` after every ``batch_size``
+    probes (default: all in one product).
+
+    matvec: V (m, n) -> V A (m, n) (rows).  The ``probes`` Rademacher vectors are drawn up front
+    from a private generator seeded with ``seed`` (the result does not depend on ``batch_size``);
+    each batch is one ``matvec`` call, and zᵢᵀ A zᵢ is summed in float64.
+    """
+    probes = checks.positive_int(probes, "probes", hint="Hutchinson probes, e.g. probes=64")
+    if batch_size is not None:
+        batch_size = checks.positive_int(batch_size, "batch_size")
+    seed = checks.as_seed(seed)
+    if n < 1:
+        raise HessExploreError("the group has no parameters")
+    mv = _Counted(matvec, should_stop)
+    t0 = time.perf_counter()
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    Z = rademacher(probes, n, generator=gen, dtype=dtype, device=device)
+    b = probes if batch_size is None else batch_size
+    parts: list[Tensor] = []
+    for start in range(0, probes, b):
+        z = Z[start:start + b]
+        parts.append((z * mv(z)).sum(dim=1, dtype=torch.float64))
+        samples = torch.cat(parts).cpu()
+        m = samples.numel()
+        se = float(samples.std() / math.sqrt(m)) if m > 1 else _NAN
+        yield TraceResult(float(samples.mean()), se, m, samples, group=group, part=part, n=n, matvecs=mv.count,
+                          elapsed=time.perf_counter() - t0, done=m >= probes)
+
+
+def hutchinson_trace(matvec: Matvec, n: int, **kw) -> TraceResult:
+    """The final :class:`TraceResult` of :func:`iter_trace` (same arguments)."""
+    last = None
+    for last in iter_trace(matvec, n, **kw):
         pass
     return last
