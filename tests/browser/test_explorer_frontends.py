@@ -27,7 +27,7 @@ w"""
 def start(page, lab, name: str, cells: list[str] | None = None) -> None:
     open_notebook(page, lab, name, cells or [SETUP, "1 + 1"])
     run_cell(page, 0)
-    page.locator(".hx-root").wait_for()
+    page.locator(".hx-root").wait_for(timeout=90_000)   # a cold kernel imports torch first
     page.locator("[data-hx-node]").first.wait_for()
 
 

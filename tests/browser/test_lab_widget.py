@@ -31,7 +31,7 @@ def notebook_cells(probes: int) -> list[str]:
 def start(page, lab, name: str, probes: int):
     open_notebook(page, lab, name, notebook_cells(probes))
     run_cell(page, 0)
-    page.locator(".hx-root").wait_for()
+    page.locator(".hx-root").wait_for(timeout=90_000)   # a cold kernel imports torch first
     page.locator(f'[data-hx-node="{V}"]').wait_for()
     assert page.locator('[data-hx-status="idle"]').count() == 1
 
