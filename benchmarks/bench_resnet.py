@@ -56,20 +56,23 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def perturbed_output(model, x, v_mod, w_mod, v_shape, w_shape):
+    """(δ_v, δ_w, z): zero perturbations (requires_grad) added by forward hooks to two modules' outputs."""
+    dv = torch.zeros(v_shape, device=x.device, dtype=x.dtype, requires_grad=True)
+    dw = torch.zeros(w_shape, device=x.device, dtype=x.dtype, requires_grad=True)
+    hooks = [v_mod.register_forward_hook(lambda m, i, o: o + dv), w_mod.register_forward_hook(lambda m, i, o: o + dw)]
+    try:
+        return dv, dw, model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 class PlainRecipe:
     """Recorded forward + first backward with hooks adding shared δ at two modules; plain double backwards."""
 
     def __init__(self, model, loss_fn, x, y, v_mod, w_mod, v_shape, w_shape):
-        dev, dt = x.device, x.dtype
-        self.dv = torch.zeros(v_shape, device=dev, dtype=dt, requires_grad=True)
-        self.dw = torch.zeros(w_shape, device=dev, dtype=dt, requires_grad=True)
-        hooks = [v_mod.register_forward_hook(lambda m, i, o: o + self.dv),
-                 w_mod.register_forward_hook(lambda m, i, o: o + self.dw)]
-        try:
-            self.z = model(x)
-        finally:
-            for h in hooks:
-                h.remove()
+        self.dv, self.dw, self.z = perturbed_output(model, x, v_mod, w_mod, v_shape, w_shape)
         loss = loss_fn(self.z, y)
         self.gv, self.gw = torch.autograd.grad(loss, (self.dv, self.dw), create_graph=True)
         self.zl = self.z.detach().requires_grad_(True)
@@ -105,16 +108,7 @@ class SplitRecipe(PlainRecipe):
     """The best plain recipe we know: one double backward of g_w·t gives H t and, caught at γ = ∂L/∂z, J t."""
 
     def __init__(self, model, loss_fn, x, y, v_mod, w_mod, v_shape, w_shape):
-        dev, dt = x.device, x.dtype
-        self.dv = torch.zeros(v_shape, device=dev, dtype=dt, requires_grad=True)
-        self.dw = torch.zeros(w_shape, device=dev, dtype=dt, requires_grad=True)
-        hooks = [v_mod.register_forward_hook(lambda m, i, o: o + self.dv),
-                 w_mod.register_forward_hook(lambda m, i, o: o + self.dw)]
-        try:
-            self.z = model(x)
-        finally:
-            for h in hooks:
-                h.remove()
+        self.dv, self.dw, self.z = perturbed_output(model, x, v_mod, w_mod, v_shape, w_shape)
         (self.gamma,) = torch.autograd.grad(loss_fn(self.z, y), self.z, create_graph=True)
         self.gv, self.gw = torch.autograd.grad(self.z, (self.dv, self.dw), self.gamma, create_graph=True)
         self.zl = self.z.detach().requires_grad_(True)
