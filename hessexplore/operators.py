@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -150,6 +150,20 @@ def _split(t: torch.Tensor, atoms: Sequence[str], dims: dict[str, int]) -> Flat:
 
 
 @dataclass
+class Tuning:
+    """What an operator measured on its model and device: batched or looped backwards (``batched``,
+    ``timings`` in seconds per direction) and memory costs (``memory``: (w, out, parts) → (fixed,
+    per-direction) bytes; ``chunks``: directions per product within a budget).  Costs depend on
+    shapes, not on weight values, so a session hands the same Tuning to every operator it builds on
+    the same atoms (after a training step, or when its operator cache is cleared)."""
+
+    batched: bool | None = None
+    timings: dict = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)
+    chunks: dict = field(default_factory=dict)
+
+
+@dataclass
 class Products:
     """Results of one batched product, each (k, d_a) per output atom: row i is (H t_i)_a."""
 
@@ -174,7 +188,8 @@ class CurvatureOperator:
 
     MODES = ("forward-over-reverse", "double-backward")
 
-    def __init__(self, problem: Problem, mode: str = "forward-over-reverse", chunk_size: int | None = None):
+    def __init__(self, problem: Problem, mode: str = "forward-over-reverse", chunk_size: int | None = None,
+                 tuning: "Tuning | None" = None):
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}")
         self.problem = problem
@@ -183,9 +198,30 @@ class CurvatureOperator:
         self._vjp_cache: dict[tuple[str, ...], tuple[torch.Tensor, Callable]] = {}
         self._recorded: _Recorded | None = None
         self.fallback: str | None = None      # set when the operator had to change mode
-        self.timings = {}
-        self._memory: dict[tuple, tuple[int, int]] = {}     # measured (fixed, per direction) bytes
-        self._chunks: dict[tuple, int] = {}                 # directions per product within a budget
+        #: what was measured about this model, device and atoms (shareable between operators)
+        self.tuning = tuning if tuning is not None else Tuning()
+        self._memory = self.tuning.memory
+        self._chunks = self.tuning.chunks
+
+    @property
+    def batched(self) -> bool | None:
+        """How the recorded operator runs k directions: True one batched backward (``is_grads_batched``),
+        False k plain backwards, None not measured yet (the first product of ≥ 3 directions times both);
+        set it to skip the measurement."""
+        return self.tuning.batched
+
+    @batched.setter
+    def batched(self, value: bool | None) -> None:
+        self.tuning.batched = value
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds per direction of each way, as measured (empty until measured)."""
+        return self.tuning.timings
+
+    @timings.setter
+    def timings(self, value: dict[str, float]) -> None:
+        self.tuning.timings = value
 
     def dim(self, atoms: Sequence[str]) -> int:
         return sum(self.problem.dims[a] for a in atoms)
@@ -321,13 +357,6 @@ class CurvatureOperator:
         if self.mode == "double-backward":
             return self._recorded_products(w, T, out, full, gn)
         return self._stateless(w, T, out, full, gn)
-
-    #: how the recorded operator runs k directions: True one batched backward (``is_grads_batched``),
-    #: False k plain backwards, None not measured yet (the first product of ≥ 3 directions times both);
-    #: set it to skip the measurement
-    batched: bool | None = None
-    #: seconds per direction of each way, as measured (empty until measured)
-    timings: dict[str, float]
 
     def _recorded_products(self, w: list[str], T: torch.Tensor, out: list[str], full: bool, gn: bool
                            ) -> Products:

@@ -33,7 +33,7 @@ from . import compat
 from .compat import curvature_mode
 from .errors import TracingError
 from .graph import ModelGraph, Node, ParameterGroups
-from .operators import ActivationProblem, CurvatureOperator, ParameterProblem
+from .operators import ActivationProblem, CurvatureOperator, ParameterProblem, Tuning
 from .results import Block, CouplingMap
 
 if TYPE_CHECKING:  # spectra and maps are imported lazily by the methods that need them
@@ -157,6 +157,7 @@ class Session:
         self.param_groups = ParameterGroups(model)
         self._twin_forward = None
         self._ops: dict = {}
+        self._tunings: dict = {}      # (space, atoms, mode) -> Tuning: measurements outlive the operators
 
     # -- validation --------------------------------------------------------------------------
     def _check_output_and_loss(self, check_loss: bool) -> None:
@@ -292,7 +293,8 @@ class Session:
                 problem.locate = self.graph.locate
             problem.data = self.data
             problem.onednn = not compat.needs_no_onednn(self.model)
-            op = CurvatureOperator(problem, mode)
+            tuning = self._tunings.setdefault((space, tuple(atoms), mode), Tuning())
+            op = CurvatureOperator(problem, mode, tuning=tuning)
             if len(self._ops) >= 8:   # recorded operators hold a graph each
                 self._ops.clear()
             self._ops[key] = op
