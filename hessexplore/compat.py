@@ -64,31 +64,51 @@ def curvature_mode(onednn: bool = False) -> Iterator[None]:
                 _saved.pop().close()
 
 
+_SDPA_FLAGS: list | None = None
+
+
+def _sdpa_flags() -> list | None:
+    """[(getter, setter, is_math)] for torch's SDPA backend switches, looked up once; None when this torch
+    lays them out differently (then :func:`_math_sdpa` uses the public ``sdpa_kernel``)."""
+    global _SDPA_FLAGS
+    if _SDPA_FLAGS is None:
+        import torch.nn.attention as att
+        names = getattr(att, "_backend_names", None)
+        if not isinstance(names, dict) or not all(hasattr(torch._C, f"_get_{n}_sdp_enabled") and
+                                                  hasattr(torch._C, f"_set_sdp_use_{n}") for n in names):
+            _SDPA_FLAGS = []
+        else:
+            _SDPA_FLAGS = [(getattr(torch._C, f"_get_{n}_sdp_enabled"), getattr(torch._C, f"_set_sdp_use_{n}"),
+                            n == "math") for n in names]
+    return _SDPA_FLAGS or None
+
+
+def _switch(stack: contextlib.ExitStack, getter, setter, want: bool) -> None:
+    """setter(want) now and setter(old) when ``stack`` closes — only when the flag differs."""
+    old = bool(getter())
+    if old != want:
+        setter(want)
+        stack.callback(setter, old)
+
+
 def _math_sdpa(stack: contextlib.ExitStack) -> None:
     """Only the math SDPA backend on, the others restored by ``stack`` (what ``sdpa_kernel(MATH)`` does,
     without its per-call bookkeeping: products are entered thousands of times)."""
-    import torch.nn.attention as att
-    names = getattr(att, "_backend_names", None)
-    if not isinstance(names, dict) or not all(hasattr(torch._C, f"_get_{n}_sdp_enabled") and
-                                              hasattr(torch._C, f"_set_sdp_use_{n}") for n in names):
+    flags = _sdpa_flags()
+    if flags is None:
+        import torch.nn.attention as att
         stack.enter_context(att.sdpa_kernel(att.SDPBackend.MATH))
         return
-    for n in names:
-        old = getattr(torch._C, f"_get_{n}_sdp_enabled")()
-        setter = getattr(torch._C, f"_set_sdp_use_{n}")
-        setter(n == "math")
-        stack.callback(setter, old)
+    for getter, setter, is_math in flags:
+        _switch(stack, getter, setter, is_math)
 
 
 def _set_kernels(onednn: bool) -> contextlib.ExitStack:
     stack = contextlib.ExitStack()
     _math_sdpa(stack)
     mkldnn = torch._C._get_mkldnn_enabled()      # (mkldnn.flags() would warn about TF32)
-    torch._C._set_mkldnn_enabled(mkldnn and onednn)
-    stack.callback(torch._C._set_mkldnn_enabled, mkldnn)
-    fast = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    stack.callback(torch.backends.mha.set_fastpath_enabled, fast)
+    _switch(stack, torch._C._get_mkldnn_enabled, torch._C._set_mkldnn_enabled, bool(mkldnn and onednn))
+    _switch(stack, torch.backends.mha.get_fastpath_enabled, torch.backends.mha.set_fastpath_enabled, False)
     return stack
 
 

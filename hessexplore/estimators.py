@@ -36,6 +36,7 @@ import torch
 from .errors import JobCancelled
 from . import metrics
 from .operators import CurvatureOperator
+from .probes import rademacher
 
 NAN = float("nan")
 
@@ -259,8 +260,7 @@ class SymmetricLanczos:
 
 # ---- the streaming loop -------------------------------------------------------------------
 def _rademacher(m: int, d: int, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    z = torch.randint(0, 2, (m, d), generator=gen, device=like.device)
-    return (2 * z - 1).to(like.dtype)
+    return rademacher(m, d, generator=gen, dtype=like.dtype, device=like.device)
 
 
 def _sqnorm(x: torch.Tensor) -> torch.Tensor:

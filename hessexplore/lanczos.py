@@ -43,6 +43,8 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import Tensor
 
+from .probes import rademacher
+
 Matvec = Callable[[Tensor], Tensor]
 
 #: which Ritz extremes must meet the tolerance before Lanczos stops
@@ -92,13 +94,6 @@ def ritz(alpha: Tensor, beta: Tensor, beta_last: Tensor) -> tuple[Tensor, Tensor
 def _quadrature_weights(s: Tensor) -> Tensor:
     """Gauss quadrature weights τ_j = (e₁ᵀ s_j)² from T's eigenvectors S (..., k, k) → (..., k)."""
     return s[..., 0, :] ** 2
-
-
-def rademacher(m: int, n: int, *, generator: Optional[torch.Generator] = None,
-               dtype: torch.dtype = torch.float64, device="cpu") -> Tensor:
-    """m independent Rademacher vectors (entries ±1 with probability ½) as rows, shape (m, n)."""
-    z = torch.randint(0, 2, (m, n), generator=generator, device=device)
-    return (2 * z - 1).to(dtype)
 
 
 def gaussian_density(nodes: Tensor, weights: Tensor, grid: Tensor, sigma: float) -> Tensor:

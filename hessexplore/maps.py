@@ -35,6 +35,7 @@ import torch
 from . import metrics
 from .errors import HessExploreError, JobCancelled
 from .operators import CurvatureOperator
+from .probes import rademacher
 from .results import CouplingMap
 
 METHODS = ("auto", "exact", "estimate")
@@ -92,8 +93,7 @@ class _Samples:
 
 
 def _rademacher(m: int, d: int, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    z = torch.randint(0, 2, (m, d), generator=gen, device=like.device)
-    return (2 * z - 1).to(like.dtype)
+    return rademacher(m, d, generator=gen, dtype=like.dtype, device=like.device)
 
 
 def _round(op: CurvatureOperator, groups: list[list[str]], m: int, gen: torch.Generator, want_gn: bool,

@@ -146,6 +146,8 @@ class ParameterProblem(Problem):
 
 
 def _split(t: torch.Tensor, atoms: Sequence[str], dims: dict[str, int]) -> Flat:
+    if len(atoms) == 1:
+        return {atoms[0]: t}
     return dict(zip(atoms, torch.split(t, [dims[a] for a in atoms], dim=-1)))
 
 
@@ -175,6 +177,8 @@ class Products:
         if part == "tensor":
             return self.rows("full", atoms) - self.rows("gn", atoms)
         got = getattr(self, part)
+        if len(atoms) == 1:
+            return got[atoms[0]]
         return torch.cat([got[a] for a in atoms], dim=-1)
 
 
@@ -389,7 +393,8 @@ class CurvatureOperator:
     def _measure(self, rec: "_Recorded", w: list[str], T: torch.Tensor, out: list[str], full: bool, gn: bool
                  ) -> None:
         """Time up to 4 directions as plain backwards and as one batched backward (each warmed up first,
-        interleaved twice, the faster run of each kept) and keep the faster way in :attr:`batched`.
+        interleaved; a second round, keeping the faster run of each, only when the first is within 25 %)
+        and keep the faster way in :attr:`batched`.
         The results are thrown away, so every product the caller sees runs one way (an exact sweep
         stays bitwise reproducible within the operator)."""
         m = T[: min(4, T.shape[0])]
@@ -406,6 +411,9 @@ class CurvatureOperator:
             for name, batched in (("loop", False), ("batched", True)):
                 t, _ = _timed(lambda: rec.products(w, m, out, full, gn, batched=batched), T.device)
                 runs[name].append(t / m.shape[0])
+            fast, slow = sorted(min(ts) for ts in runs.values())
+            if fast < 0.8 * slow:                   # clear after one round: spare the session the second
+                break
         self.timings = {name: min(ts) for name, ts in runs.items()}
         self.batched = self.timings["batched"] < self.timings["loop"]
 

@@ -37,7 +37,8 @@ from torch import Tensor
 
 from .errors import BlockTooLargeError, HessExploreError, JobCancelled
 from . import checks
-from .lanczos import CRITERIA, WHICH, SLQResult, gaussian_density, lanczos_iter, rademacher, slq_iter
+from .lanczos import CRITERIA, WHICH, SLQResult, gaussian_density, lanczos_iter, slq_iter
+from .probes import rademacher
 from .spectral_stats import density_histogram, spectrum_stats, stats_from_density
 
 Matvec = Callable[[Tensor], Tensor]
