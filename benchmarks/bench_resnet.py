@@ -13,12 +13,13 @@
     Reported: seconds per probe, ratios to the best plain recipe, and per-probe cost in units of one
     forward+backward of the model on the batch.
 (2) Exact block columns/s: the first N columns of H_{·,w} and its GN part (rows of v and w) by
-    hessexplore's sweeps (the recorded operator that exact blocks and maps use, with the chunk its
-    memory model picks and fixed chunks; the stateless forward-over-reverse operator) against the
-    two plain recipes, one column at a time on a recorded graph.
+    hessexplore's sweeps (what s.block and exact maps run: the operator and chunk the session chose
+    by timing both; the recorded operator with the chunk its memory model picks and fixed chunks; the
+    stateless forward-over-reverse operator) against the two plain recipes, one column at a time on a
+    recorded graph.
 (3) Time to the first map cell over the stage outputs: exact (streams within a node) and estimated.
-(4) Memory: the chunk the measured memory model picks for the default budget (1 GiB) and for
-    256 MiB, and the measured peak of such a product against the budget; peak RSS (ru_maxrss,
+(4) Memory: for both operators, the chunk the measured memory model allows for 1 GiB, 256 MiB and
+    64 MiB, and the measured peak of such a product against the budget; peak RSS (ru_maxrss,
     process-wide and monotone) after each stage.
 
 Runs alternate the implementations, repeat, and report medians and ratios.  One thread unless
@@ -233,6 +234,9 @@ def main():
     ops = {"recorded": s.operator(atoms, "activation", mode="double-backward"),
            "fwd-over-rev": s.operator(atoms, "activation")}
     auto_chunk = s._chunk(ops["recorded"], [atoms[1]], atoms, s.dim(w))
+    t0 = time.perf_counter()
+    ops["auto"], sweep_chunk = s._sweep_operator(ops["recorded"], [atoms[1]], atoms, s.dim(w), "activation")
+    t_choice = time.perf_counter() - t0
 
     def plain_cols(rec):
         def f():
@@ -249,7 +253,8 @@ def main():
                     break
         return f
 
-    variants = [("recorded", auto_chunk, f"hx recorded chunk {min(auto_chunk, N)} (memory model)")]
+    variants = [("auto", sweep_chunk, f"hx s.block's sweep: {ops['auto'].mode} chunk {min(sweep_chunk, N)}"),
+                ("recorded", auto_chunk, f"hx recorded chunk {min(auto_chunk, N)} (memory model)")]
     variants += [("recorded", c, f"hx recorded chunk {c}") for c in (1, 8) if c != min(auto_chunk, N)]
     variants += [("fwd-over-rev", c, f"hx fwd-over-rev chunk {c}") for c in (8, N)]
     cols = {k: [] for k in recipes}
@@ -262,7 +267,8 @@ def main():
         for mode, c, label in variants:
             cols[label].append(N / timed(hx_first_n(c, mode), device)[0])
     best = max(statistics.median(cols[k]) for k in recipes)
-    print(f"(2) exact columns of H_(·,{w}) and GN per second (first {N} columns, rows of {v} and {w}):")
+    print(f"(2) exact columns of H_(·,{w}) and GN per second (first {N} columns, rows of {v} and {w}); s.block's "
+          f"sweep measured both operators and chose {ops['auto'].mode} in {t_choice:.1f} s:")
     for k, vals in cols.items():
         m = statistics.median(vals)
         print(f"    {k:<36} {m:9.2f} col/s   ratio to best plain {m / best:5.2f}")
@@ -286,20 +292,29 @@ def main():
 
     # (4) memory model ---------------------------------------------------------------------------------
     from hessexplore.memory import peak_bytes
-    op = ops["recorded"]
-    fixed, per = op.memory_cost([atoms[1]], atoms)
-    print(f"(4) measured cost of one product on ({v}, {w}): {fixed / 2**20:.1f} MiB + {per / 2**20:.2f} MiB "
-          f"per direction ({'batched' if op.batched else 'plain backwards'})")
-    for budget in (1 << 30, 1 << 28):
-        k = op.directions_within(budget, [atoms[1]], atoms, s.dim(w))
-        ref = next(iter(op.problem.base.values()))
-        E = torch.zeros(k, s.dim(w), dtype=ref.dtype, device=ref.device)
-        E[torch.arange(k), torch.arange(k)] = 1
-        peak, _ = peak_bytes(lambda: op.products([atoms[1]], E, atoms), ref.device)
-        print(f"    budget {budget / 2**20:6.0f} MiB: {k:5d} directions per product, measured peak "
-              f"{peak / 2**20:7.1f} MiB = {peak / budget:.2f} of the budget")
+    ref = next(iter(ops["recorded"].problem.base.values()))
+    print(f"(4) measured memory line of one product on ({v}, {w}) and its check: the directions the line allows "
+          "within a budget (without the ~1 s time cap, so that memory binds) and the measured peak of that product")
+    for name in ("recorded", "fwd-over-rev"):
+        op = ops[name]
+        fixed, per = op.memory_cost([atoms[1]], atoms)
+        how = ("batched" if op.batched else "plain backwards") if name == "recorded" else "vmapped"
+        print(f"    {name} ({how}): {fixed / 2**20:.1f} MiB + {per / 2**20:.2f} MiB per direction")
+        op.PRODUCT_SECONDS = 1e9                # this instance only: show where memory binds
+        op._chunks.clear()                      # (the chunks cached so far carry the time cap)
+        for budget in (1 << 30, 1 << 28, 1 << 26):
+            k = op.directions_within(budget, [atoms[1]], atoms, s.dim(w))
+            peak, _ = peak_bytes(lambda: op.products([atoms[1]], _units(k, s.dim(w), ref), atoms), ref.device)
+            print(f"      budget {budget / 2**20:6.0f} MiB: {k:5d} directions per product, measured peak "
+                  f"{peak / 2**20:7.1f} MiB = {peak / budget:.2f} of the budget")
+        del op.PRODUCT_SECONDS
     print(f"    RSS {rss_mb():.0f} MB (peak of the whole process)")
 
+
+def _units(k, d, ref):
+    E = torch.zeros(k, d, dtype=ref.dtype, device=ref.device)
+    E[torch.arange(k), torch.arange(k) % d] = 1
+    return E
 
 if __name__ == "__main__":
     main()

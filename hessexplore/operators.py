@@ -49,7 +49,7 @@ from torch.func import grad, jvp, vjp, vmap
 
 from . import compat
 from .compat import curvature_mode
-from .errors import AutodiffError, JobCancelled
+from .errors import AutodiffError, HessExploreError, JobCancelled
 from .graph import ModelGraph
 
 Flat = dict[str, torch.Tensor]
@@ -154,8 +154,9 @@ def _split(t: torch.Tensor, atoms: Sequence[str], dims: dict[str, int]) -> Flat:
 @dataclass
 class Tuning:
     """What an operator measured on its model and device: batched or looped backwards (``batched``,
-    ``timings`` in seconds per direction) and memory costs (``memory``: (w, out, parts) → (fixed,
-    per-direction) bytes; ``chunks``: directions per product within a budget).  Costs depend on
+    ``timings`` in seconds per direction), memory costs (``memory``: (w, out, parts) → (fixed,
+    per-direction) bytes; ``chunks``: directions per product within a budget) and which operator
+    exact column sweeps run on (``sweeps``).  Costs depend on
     shapes, not on weight values, so a session hands the same Tuning to every operator it builds on
     the same atoms (after a training step, or when its operator cache is cleared)."""
 
@@ -163,6 +164,8 @@ class Tuning:
     timings: dict = field(default_factory=dict)
     memory: dict = field(default_factory=dict)
     chunks: dict = field(default_factory=dict)
+    #: exact sweeps: (swept atoms, budget) → (operator mode, chunk), chosen by measurement
+    sweeps: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -435,7 +438,7 @@ class CurvatureOperator:
             ref = next(iter(self.problem.base.values()))
             E = torch.zeros(4, d, dtype=ref.dtype, device=ref.device)
             E[torch.arange(4), torch.arange(4) % d] = 1
-            self.products(w, E[:3], out, full, gn)
+            self.products(w, E[:3] if self.mode == "double-backward" else E[:1], out, full, gn)
 
             def run(k: int):
                 T = E[:k].clone()
@@ -457,11 +460,11 @@ class CurvatureOperator:
         """How many directions one product may take so that its peak allocation stays within ``budget``.
 
         From :meth:`memory_cost`'s line.  Looped products cost a fixed working set plus
-        one output row per direction, so the line is exact.  Batched ones are convex in k
-        (vmap switches to larger kernels), so when the line allows more than 4 batched
-        directions and the budget binds, one batched product of that many (at most
-        :attr:`VERIFY_MAX`; results discarded) is measured too, and the count re-derived
-        from the slope between it and the 4-direction point.  At most what runs in about
+        one output row per direction, so the line is exact.  Batched ones (and the
+        stateless mode's, which vmaps) are convex in k (vmap switches to larger kernels),
+        so when the line allows more than 4 batched directions and the budget binds, one
+        batched product of that many (at most :attr:`VERIFY_MAX`; results discarded) is
+        measured too, and the count re-derived from the slope between it and the 4-direction point.  At most what runs in about
         :attr:`PRODUCT_SECONDS` by the measured time per direction (at least 4), so that
         progress, partial results and cancel are never far apart.  Between 1 and ``most``;
         cached per budget.
@@ -473,12 +476,12 @@ class CurvatureOperator:
             return self._chunks[key]
         fixed, per = self.memory_cost(w, out, full, gn)
         k = int(max(1, min(most, (budget - fixed) // per)))
-        if self.batched and k > 4 and not (k == most and fixed + k * per <= budget / 2):
+        vmapped = self.batched if self.mode == "double-backward" else True
+        if vmapped and k > 4 and not (k == most and fixed + k * per <= budget / 2):
             ref = next(iter(self.problem.base.values()))
             d = self.dim(w)
             m = min(k, self.VERIFY_MAX)
-            T = torch.zeros(m, d, dtype=ref.dtype, device=ref.device)
-            T[torch.arange(m), torch.arange(m) % d] = 1
+            T = _units(0, m, d, ref)
             peak, got = memory.peak_bytes(lambda: self.products(w, T, out, full, gn), ref.device)
             del got, T
             p4 = fixed + 4 * per
@@ -492,26 +495,25 @@ class CurvatureOperator:
 
     def iter_dense_columns(self, w: Sequence[str], out: Sequence[str], chunk: int,
                            parts: Sequence[str] = ("full", "gn"),
-                           should_stop: Callable[[], bool] | None = None, first: int | None = None):
+                           should_stop: Callable[[], bool] | None = None, first: int | None = None,
+                           start: int = 0, stop: int | None = None):
         """Yield (start, k, {part: {a: (k, d_a)}}) per chunk of unit vectors e_start … e_{start+k−1}.
 
         Row i of the chunk is (H_{a,w} e_{start+i})ᵀ, i.e. column start+i of H_{a,w}.
-        Chunks hold ``chunk`` columns; with ``first`` they start at ``first`` columns and
-        double up to ``chunk`` (a first result after one small product).  ``should_stop``
-        is polled before every batched product (:class:`JobCancelled`).
+        Columns ``start`` … ``stop`` − 1 (default: all d_w).  Chunks hold ``chunk`` columns;
+        with ``first`` they start at ``first`` columns and double up to ``chunk`` (a first
+        result after one small product).  ``should_stop`` is polled before every batched
+        product (:class:`JobCancelled`).
         """
         w, out = list(w), list(out)
-        d_w = self.dim(w)
+        d_w = self.dim(w) if stop is None else min(stop, self.dim(w))
         ref = next(iter(self.problem.base.values()))
         size = max(1, min(chunk, first)) if first else max(1, chunk)
-        start = 0
         while start < d_w:
             if should_stop is not None and should_stop():
                 raise JobCancelled()
             k = min(size, d_w - start)
-            T = torch.zeros(k, d_w, dtype=ref.dtype, device=ref.device)
-            T[torch.arange(k), torch.arange(start, start + k)] = 1
-            res = self.products(w, T, out, full="full" in parts, gn="gn" in parts)
+            res = self.products(w, _units(start, k, self.dim(w), ref), out, full="full" in parts, gn="gn" in parts)
             yield start, k, {part: getattr(res, part) for part in parts}
             start += k
             size = min(2 * size, max(1, chunk))
@@ -535,6 +537,49 @@ class CurvatureOperator:
             if progress is not None:
                 progress(start + k, d_w)
         return {p: {a: torch.cat(chunks, dim=0).T for a, chunks in d.items()} for p, d in acc.items()}
+
+
+def _units(start: int, k: int, d: int, like: torch.Tensor) -> torch.Tensor:
+    """(k, d): the unit vectors e_start … e_{start+k−1} as rows (indices modulo d)."""
+    T = torch.zeros(k, d, dtype=like.dtype, device=like.device)
+    T[torch.arange(k), torch.arange(start, start + k) % d] = 1
+    return T
+
+
+def faster_sweep(recorded: CurvatureOperator, stateless: CurvatureOperator, w: Sequence[str], out: Sequence[str],
+                 chunk: int, budget: int, margin: float = 0.85) -> tuple[str, int]:
+    """Which operator an exact column sweep should run on: ("double-backward", ``chunk``) or
+    ("forward-over-reverse", its own chunk).
+
+    The stateless forward-over-reverse operator (``vmap(jvp(grad))``) redoes the forward and first
+    backward for every product but runs its columns as one vmapped computation, which on some models
+    and devices (convolutions on CPU) sweeps columns faster than the recorded operator's backwards.
+    Its chunk comes from its own measured memory line (capped to about
+    :attr:`CurvatureOperator.PRODUCT_SECONDS` per product); then one product of that many unit
+    columns is timed against ``min(chunk, 8)`` columns on the recorded operator (full and GN rows,
+    results discarded), and the stateless one is kept when its time per column is below ``margin``
+    times the recorded one's.  Any failure of the stateless operator (an op without forward-mode AD or
+    a batching rule, memory) keeps the recorded one.
+    """
+    w, out = list(w), list(out)
+    d = recorded.dim(w)
+    ref = next(iter(recorded.problem.base.values()))
+    keep = ("double-backward", chunk)
+    t_rec = recorded.timings.get("batched" if recorded.batched else "loop")
+    try:
+        k = stateless.directions_within(budget, w, out, d)
+        if stateless.mode != "forward-over-reverse" or k < 4:
+            return keep
+        if t_rec:
+            k = min(k, max(4, int(CurvatureOperator.PRODUCT_SECONDS / t_rec)))
+        m = max(1, min(chunk, 8, d))
+        t_r, _ = _timed(lambda: recorded.products(w, _units(0, m, d, ref), out), ref.device)
+        t_s, _ = _timed(lambda: stateless.products(w, _units(0, k, d, ref), out), ref.device)
+    except (RuntimeError, NotImplementedError, HessExploreError):
+        return keep
+    if stateless.mode != "forward-over-reverse" or t_s / k >= margin * t_r / m:
+        return keep
+    return ("forward-over-reverse", min(k, max(4, int(CurvatureOperator.PRODUCT_SECONDS * k / t_s))))
 
 
 def _no_batching_rule(exc: BaseException) -> bool:

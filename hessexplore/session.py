@@ -33,7 +33,7 @@ from . import compat
 from .compat import curvature_mode
 from .errors import TracingError
 from .graph import ModelGraph, Node, ParameterGroups
-from .operators import ActivationProblem, CurvatureOperator, ParameterProblem, Tuning
+from .operators import ActivationProblem, CurvatureOperator, ParameterProblem, Tuning, faster_sweep
 from .results import Block, CouplingMap
 
 if TYPE_CHECKING:  # spectra and maps are imported lazily by the methods that need them
@@ -394,6 +394,53 @@ class Session:
             return d_w
         return op.directions_within(budget, w_atoms, out_atoms, d_w, full, gn)
 
+    #: an exact sweep of at least this many columns, which the recorded operator's measured time per column
+    #: puts over this many seconds, first times the stateless forward-over-reverse operator on one chunk
+    #: (see :meth:`_sweep_operator`; the measurement costs some 40–80 columns' worth)
+    SWEEP_MEASURE_COLUMNS = 1024
+    SWEEP_MEASURE_SECONDS = 10.0
+
+    def _sweep_columns(self, rec: CurvatureOperator, w_atoms: list[str], out_atoms: list[str], d_w: int, space: str,
+                       parts: Sequence[str], should_stop, first: int | None) -> Iterator:
+        """The column chunks of an exact sweep (see :meth:`CurvatureOperator.iter_dense_columns`).
+
+        With ``first`` (a first result soon), the first ``first`` columns always come from the
+        recorded operator, before the operator for the rest is chosen (:meth:`_sweep_operator`,
+        which may time both): the first partial result never waits for a measurement."""
+        start = 0
+        if first:
+            start = max(1, min(int(first), d_w, self._chunk(rec, w_atoms, out_atoms, d_w)))
+            yield from rec.iter_dense_columns(w_atoms, out_atoms, start, parts, should_stop, stop=start)
+        if start < d_w:
+            op, chunk = self._sweep_operator(rec, w_atoms, out_atoms, d_w, space)
+            yield from op.iter_dense_columns(w_atoms, out_atoms, chunk, parts, should_stop,
+                                             first=2 * start if first else None, start=start)
+
+    def _sweep_operator(self, rec: CurvatureOperator, w_atoms: Sequence[str], out_atoms: Sequence[str], d_w: int,
+                        space: str) -> tuple[CurvatureOperator, int]:
+        """(operator, chunk) for an exact sweep of the d_w columns of ``w_atoms`` with rows of ``out_atoms``.
+
+        The recorded double-backward operator ``rec`` with its memory-budgeted chunk, unless the
+        sweep is long enough (:attr:`SWEEP_MEASURE_COLUMNS`, :attr:`SWEEP_MEASURE_SECONDS` by
+        ``rec``'s measured time per column) to be worth timing the stateless forward-over-reverse operator on one chunk and it
+        is faster (:func:`~hessexplore.operators.faster_sweep`).  The choice is kept in the
+        session's measurements for these atoms, so every later sweep of them runs the same way.
+        """
+        chunk = self._chunk(rec, w_atoms, out_atoms, d_w)
+        key = (tuple(w_atoms), self._budget())
+        choice = rec.tuning.sweeps.get(key)
+        if choice is None:
+            t = rec.timings.get("batched" if rec.batched else "loop")
+            choice = ("double-backward", chunk)
+            if d_w >= self.SWEEP_MEASURE_COLUMNS and d_w * (t or 0.0) >= self.SWEEP_MEASURE_SECONDS:
+                choice = faster_sweep(rec, self.operator(list(rec.problem.dims), space), w_atoms, out_atoms, chunk,
+                                      self._budget())
+            rec.tuning.sweeps[key] = choice
+        mode, k = choice
+        if mode == "double-backward":
+            return rec, chunk
+        return self.operator(list(rec.problem.dims), space, mode=mode), k
+
     def _check_exact(self, name: str, space: str, other: str, outs: Sequence[str] | None = None,
                      columns: int | None = None) -> int:
         """Refuse an exact sweep of ``name``'s columns (``columns`` of them if given) with rows for
@@ -444,18 +491,17 @@ class Session:
         out_atoms = {o: self._atoms(o, space) for o in outs}
         W = list(dict.fromkeys(a for atoms in w_atoms.values() for a in atoms))
         all_atoms = list(dict.fromkeys([a for atoms in out_atoms.values() for a in atoms] + W))
-        op = self.operator(all_atoms, space, mode="double-backward")
+        rec = self.operator(all_atoms, space, mode="double-backward")
         offsets, at = {}, 0
         for a in W:
-            offsets[a] = (at, at + op.problem.dims[a])
-            at += op.problem.dims[a]
+            offsets[a] = (at, at + rec.problem.dims[a])
+            at += rec.problem.dims[a]
         parts = ("full", "gn")
         acc: dict[str, dict[str, list[torch.Tensor]]] = {p: {a: [] for a in all_atoms} for p in parts}
         sq = {p: {(o, w): 0.0 for o in outs for w in ws} for p in ("full", "gn", "tensor")}
         fp0 = self._fingerprint()
         try:
-            chunk = self._chunk(op, W, all_atoms, at)
-            columns = op.iter_dense_columns(W, all_atoms, chunk, parts, should_stop, first=first)
+            columns = self._sweep_columns(rec, W, all_atoms, at, space, parts, should_stop, first)
             for start, k, got in self._polled(columns, should_stop):
                 for part in parts:
                     for a in all_atoms:

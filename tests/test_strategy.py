@@ -81,3 +81,85 @@ def test_onednn_stays_on_without_rnn_layers_and_off_with_them():
     lstm.model.add_module("rnn", nn.LSTM(6, 3))     # holds an RNN layer (never called: the flag is by module)
     atoms = lstm._atoms("0", "activation")
     assert lstm.operator(atoms, "activation", mode="double-backward").problem.onednn is False
+
+
+def _long_sweeps(s, monkeypatch, margin):
+    """Every sweep counts as long (so the session times the stateless operator), with a fixed verdict:
+    margin=inf picks the stateless operator whenever it works, margin=0 never."""
+    s.SWEEP_MEASURE_COLUMNS, s.SWEEP_MEASURE_SECONDS = 0, 0.0
+    calls = []
+    real = operators.faster_sweep
+
+    def judged(*a, **k):
+        calls.append(a[2])
+        return real(*a, **{**k, "margin": margin})
+    monkeypatch.setattr("hessexplore.session.faster_sweep", judged)
+    return calls
+
+
+def test_a_long_exact_sweep_runs_on_the_stateless_operator_when_it_is_faster(monkeypatch):
+    s = _session()
+    calls = _long_sweeps(s, monkeypatch, float("inf"))
+    o = O.ActivationOracle(s.model, s.inputs[0], s.targets, s.loss_fn).block("1", "3")
+    b = s.block("1", "3")
+    assert calls == [s._atoms("3", "activation")]             # the swept side (equal sizes: the later) timed once
+    O.assert_rel(b.full, o["full"], 1e-10)
+    O.assert_rel(b.gn, o["gn"], 1e-10, scale=O.fro(o["full"]) + O.fro(o["gn"]))
+    (choice,) = {c for t in s._tunings.values() for c in t.sweeps.values()}
+    assert choice[0] == "forward-over-reverse" and choice[1] >= 4
+    again = s.block("3", "1")                                  # the choice is kept: no second measurement
+    assert len(calls) == 1
+    assert torch.equal(again.full, b.full.T) and torch.equal(again.gn, b.gn.T)
+    p = s.block("2", "2", space="parameter")                   # parameter space (a Linear) likewise
+    po = O.ParameterOracle(s.model, s.inputs[0], s.targets, s.loss_fn).block("2", "2")
+    O.assert_rel(p.full, po["full"], 1e-10)
+    O.assert_rel(p.gn, po["gn"], 1e-10, scale=O.fro(po["full"]) + O.fro(po["gn"]))
+
+
+def test_a_long_exact_sweep_stays_on_the_recorded_operator_when_it_is_not_slower(monkeypatch):
+    s = _session()
+    _long_sweeps(s, monkeypatch, 0.0)
+    b = s.block("1", "3")
+    (choice,) = {c for t in s._tunings.values() for c in t.sweeps.values()}
+    assert choice[0] == "double-backward"
+    o = O.ActivationOracle(s.model, s.inputs[0], s.targets, s.loss_fn).block("1", "3")
+    O.assert_rel(b.full, o["full"], 1e-10)
+
+
+def test_short_sweeps_measure_nothing_more(monkeypatch):
+    s = _session()
+    calls = []
+    monkeypatch.setattr("hessexplore.session.faster_sweep", lambda *a, **k: calls.append(a) or ("double-backward", 1))
+    s.block("1", "3")
+    s.coupling_map(["1", "3"], method="exact")
+    assert calls == []
+
+
+def test_an_exact_map_shows_its_first_partial_result_before_choosing_the_sweep_operator(monkeypatch):
+    s = _session()
+    s.SWEEP_MEASURE_COLUMNS, s.SWEEP_MEASURE_SECONDS = 0, 0.0
+    events = []
+    real = operators.faster_sweep
+    monkeypatch.setattr("hessexplore.session.faster_sweep",
+                        lambda *a, **k: events.append("choose") or real(*a, **{**k, "margin": float("inf")}))
+    maps = []
+    for m in s.iter_coupling_map(["1", "3"], method="exact", first_chunk=2):
+        events.append("map")
+        maps.append(m)
+    assert events[0] == "map" and "choose" in events and maps[0].columns_done == 2
+    o = O.ActivationOracle(s.model, s.inputs[0], s.targets, s.loss_fn).block("1", "3")
+    assert abs(maps[-1].R[0, 1] - O.fro(o["full"])) <= 1e-10 * O.fro(o["full"])
+
+
+def test_the_stateless_operator_failing_keeps_the_recorded_sweep(monkeypatch):
+    from test_autodiff_compat import CE, Square, WithFunction, _batch
+    torch.manual_seed(0)
+    model = WithFunction(Square).to(F64).eval()
+    x, y = _batch()
+    s = hx.Session(model, CE, (x, y), trace=False)     # the Function has no forward-mode rule
+    _long_sweeps(s, monkeypatch, float("inf"))
+    b = s.block("a", "b", space="parameter")
+    (choice,) = {c for t in s._tunings.values() for c in t.sweeps.values()}
+    assert choice[0] == "double-backward"
+    o = O.ParameterOracle(model, x, y, CE).block("a", "b")
+    O.assert_rel(b.full, o["full"], 1e-10)
