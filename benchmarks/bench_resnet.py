@@ -210,7 +210,7 @@ def main():
                 pass
         return f
 
-    list(s.estimate(v, w, probes=4, batch_size=4, krylov=False))       # record the graph, choose batched/loop
+    list(s.estimate(v, w, probes=8, batch_size=8, krylov=False))       # record the graph, choose batched/loop
     op = s.operator([s.node(v).name, s.node(w).name], "activation", mode="double-backward")
     rows = {k: [] for k in recipes}
     rows.update({"hessexplore batch 1": [], f"hessexplore batch {min(P, 8)}": []})
@@ -220,9 +220,11 @@ def main():
         rows["hessexplore batch 1"].append(timed(run_hx(1), device)[0] / P)
         rows[f"hessexplore batch {min(P, 8)}"].append(timed(run_hx(min(P, 8)), device)[0] / P)
     best = min(statistics.median(rows[k]) for k in recipes)
+    ways = "; ".join(f"directions in {'+'.join(kw)}, rows of {'+'.join(ko)}: "
+                     f"{'batched' if b else 'plain backwards'} ({', '.join(f'{n} {1e3 * t:.1f} ms' for n, t in tm.items())})"
+                     for (kw, ko, _, _), (b, tm) in op.tuning.ways.items())
     print(f"(1) per probe (H and GN rows of v and w, for a direction in each of v and w), median of {a.repeats}; "
-          f"hessexplore runs k directions {'batched' if op.batched else 'as k plain backwards'} "
-          f"(measured: {', '.join(f'{k} {1e3 * t:.1f} ms' for k, t in op.timings.items()) or 'k < 3'}):")
+          f"hessexplore measured per product shape, per direction: {ways or 'nothing (k < 3)'}")
     for k, vals in rows.items():
         m = statistics.median(vals)
         print(f"    {k:<22} {1e3 * m:9.1f} ms  = {m / t_fb:5.2f} fwd+bwd   ratio to best plain {m / best:5.2f}")

@@ -153,8 +153,9 @@ def _split(t: torch.Tensor, atoms: Sequence[str], dims: dict[str, int]) -> Flat:
 
 @dataclass
 class Tuning:
-    """What an operator measured on its model and device: batched or looped backwards (``batched``,
-    ``timings`` in seconds per direction), memory costs (``memory``: (w, out, parts) → (fixed,
+    """What an operator measured on its model and device: batched or looped backwards, per product
+    shape (``ways``; ``batched`` / ``timings`` force one way / one time per direction for every shape
+    when set), memory costs (``memory``: (w, out, parts) → (fixed,
     per-direction) bytes; ``chunks``: directions per product within a budget) and which operator
     exact column sweeps run on (``sweeps``).  Costs depend on
     shapes, not on weight values, so a session hands the same Tuning to every operator it builds on
@@ -162,6 +163,10 @@ class Tuning:
 
     batched: bool | None = None
     timings: dict = field(default_factory=dict)
+    #: measured per product shape: (w, out, full, gn) → (batched, {"loop": s, "batched": s} per direction)
+    ways: dict = field(default_factory=dict)
+    #: the last measurement (what :attr:`CurvatureOperator.batched` / ``timings`` show when nothing is forced)
+    last: tuple | None = None
     memory: dict = field(default_factory=dict)
     chunks: dict = field(default_factory=dict)
     #: exact sweeps: (swept atoms, budget) → (operator mode, chunk), chosen by measurement
@@ -213,9 +218,12 @@ class CurvatureOperator:
     @property
     def batched(self) -> bool | None:
         """How the recorded operator runs k directions: True one batched backward (``is_grads_batched``),
-        False k plain backwards, None not measured yet (the first product of ≥ 3 directions times both);
-        set it to skip the measurement."""
-        return self.tuning.batched
+        False k plain backwards, None not measured yet.  The way is measured per product shape (the
+        first product of ≥ 3 directions for given w, out and parts times both, see :meth:`way`):
+        this shows the last measurement; setting it forces one way for every shape."""
+        if self.tuning.batched is not None:
+            return self.tuning.batched
+        return self.tuning.last[0] if self.tuning.last else None
 
     @batched.setter
     def batched(self, value: bool | None) -> None:
@@ -223,12 +231,24 @@ class CurvatureOperator:
 
     @property
     def timings(self) -> dict[str, float]:
-        """Seconds per direction of each way, as measured (empty until measured)."""
-        return self.tuning.timings
+        """Seconds per direction of each way, as last measured (empty until measured); setting it
+        fixes the times every shape's chunks are capped by."""
+        if self.tuning.timings:
+            return self.tuning.timings
+        return self.tuning.last[1] if self.tuning.last else {}
 
     @timings.setter
     def timings(self, value: dict[str, float]) -> None:
         self.tuning.timings = value
+
+    def way(self, w: Sequence[str], out: Sequence[str], full: bool = True, gn: bool = True
+            ) -> tuple[bool | None, dict[str, float]]:
+        """(batched, seconds per direction of each way) for products of directions in ``w`` with rows of
+        ``out``: what is forced, else what was measured for that shape (None, {} before).  Shapes
+        differ: on CPU ResNet-18 a batched backward from layer4 is 10 % faster than a loop, from
+        layer3 twice as slow."""
+        got = self.tuning.ways.get((tuple(w), tuple(out), full, gn), (None, {}))
+        return (self.tuning.batched if self.tuning.batched is not None else got[0]), (self.tuning.timings or got[1])
 
     def dim(self, atoms: Sequence[str]) -> int:
         return sum(self.problem.dims[a] for a in atoms)
@@ -367,20 +387,21 @@ class CurvatureOperator:
 
     def _recorded_products(self, w: list[str], T: torch.Tensor, out: list[str], full: bool, gn: bool
                            ) -> Products:
-        """Products on the recorded graph, batched or looped, whichever this model and device run faster.
+        """Products on the recorded graph, batched or looped, whichever this model, device and shape run faster.
 
         Batched backwards vmap every op, which is not always faster than k plain
         backwards (convolutions on CPU are often slower); so the first product of
-        ≥ 3 directions first times both ways on up to four of its directions
-        (:meth:`_measure`) and keeps the faster.
+        ≥ 3 directions for each (w, out, parts) first times both ways on some of its
+        directions (:meth:`_measure`) and keeps the faster for that shape.
         """
         if self._recorded is None:
             self._recorded = _Recorded(self.problem)
         rec = self._recorded
         k = T.shape[0]
-        if k == 1 or self.batched is False:
+        batched = self.way(w, out, full, gn)[0]
+        if k == 1 or batched is False:
             return rec.products(w, T, out, full, gn, batched=False)
-        if self.batched:
+        if batched:
             try:
                 return rec.products(w, T, out, full, gn, batched=True)
             except (RuntimeError, NotImplementedError) as exc:
@@ -395,15 +416,17 @@ class CurvatureOperator:
 
     def _measure(self, rec: "_Recorded", w: list[str], T: torch.Tensor, out: list[str], full: bool, gn: bool
                  ) -> None:
-        """Time up to 4 directions as plain backwards and as one batched backward (each warmed up first,
-        interleaved; a second round, keeping the faster run of each, only when the first is within 25 %)
-        and keep the faster way in :attr:`batched`.
-        The results are thrown away, so every product the caller sees runs one way (an exact sweep
-        stays bitwise reproducible within the operator)."""
-        m = T[: min(4, T.shape[0])]
-        rec.products(w, m[:1], out, full, gn, batched=False)                    # warm-up
+        """Time 4 directions as plain backwards (their cost per direction does not depend on k) and up
+        to 8 as one batched backward (vmapped kernels change with k), each warmed up first, interleaved;
+        a second round, keeping the faster run of each, only when the first is within 25 %.  Keep the
+        faster way for this shape (:meth:`way`).  The results are thrown away, so every product the
+        caller sees runs one way (an exact sweep stays bitwise reproducible within the operator)."""
+        key = (tuple(w), tuple(out), full, gn)
+        mb = T[: min(8, T.shape[0])]
+        ml = mb[:4]
+        rec.products(w, ml[:1], out, full, gn, batched=False)                    # warm-up
         try:
-            rec.products(w, m, out, full, gn, batched=True)
+            rec.products(w, mb, out, full, gn, batched=True)
         except (RuntimeError, NotImplementedError) as exc:
             if not _no_batching_rule(exc):
                 raise
@@ -411,23 +434,23 @@ class CurvatureOperator:
             return
         runs: dict[str, list[float]] = {"loop": [], "batched": []}
         for _ in range(2):
-            for name, batched in (("loop", False), ("batched", True)):
-                t, _ = _timed(lambda: rec.products(w, m, out, full, gn, batched=batched), T.device)
+            for name, m in (("loop", ml), ("batched", mb)):
+                t, _ = _timed(lambda: rec.products(w, m, out, full, gn, batched=name == "batched"), T.device)
                 runs[name].append(t / m.shape[0])
             fast, slow = sorted(min(ts) for ts in runs.values())
             if fast < 0.8 * slow:                   # clear after one round: spare the session the second
                 break
-        self.timings = {name: min(ts) for name, ts in runs.items()}
-        self.batched = self.timings["batched"] < self.timings["loop"]
+        timings = {name: min(ts) for name, ts in runs.items()}
+        self.tuning.ways[key] = self.tuning.last = (timings["batched"] < timings["loop"], timings)
 
     def memory_cost(self, w: Sequence[str], out: Sequence[str], full: bool = True, gn: bool = True
                     ) -> tuple[int, int]:
         """Measured bytes of one :meth:`products` call with k directions: (fixed, per_direction).
 
         Peak allocation ≈ fixed + k·per_direction, from products with 2 and 4 unit
-        directions (:func:`hessexplore.memory.linear_cost`), after a first product that
-        records the graph and chooses batched or looped backwards, so what is measured is
-        what later products do.  The k × d_w direction matrix is included, and per_direction
+        directions (:func:`hessexplore.memory.linear_cost`), after a first product (of 8
+        directions) that records the graph and chooses batched or looped backwards for this
+        shape, so what is measured is what later products do.  The k × d_w direction matrix is included, and per_direction
         is at least twice the output rows (kept, then stacked).  Cached per (w, out, parts).
         """
         from . import memory
@@ -436,9 +459,8 @@ class CurvatureOperator:
         if key not in self._memory:
             d = self.dim(w)
             ref = next(iter(self.problem.base.values()))
-            E = torch.zeros(4, d, dtype=ref.dtype, device=ref.device)
-            E[torch.arange(4), torch.arange(4) % d] = 1
-            self.products(w, E[:3] if self.mode == "double-backward" else E[:1], out, full, gn)
+            E = _units(0, 8, d, ref)
+            self.products(w, E if self.mode == "double-backward" else E[:1], out, full, gn)
 
             def run(k: int):
                 T = E[:k].clone()
@@ -476,7 +498,8 @@ class CurvatureOperator:
             return self._chunks[key]
         fixed, per = self.memory_cost(w, out, full, gn)
         k = int(max(1, min(most, (budget - fixed) // per)))
-        vmapped = self.batched if self.mode == "double-backward" else True
+        batched, timings = self.way(w, out, full, gn)
+        vmapped = batched if self.mode == "double-backward" else True
         if vmapped and k > 4 and not (k == most and fixed + k * per <= budget / 2):
             ref = next(iter(self.problem.base.values()))
             d = self.dim(w)
@@ -487,7 +510,7 @@ class CurvatureOperator:
             p4 = fixed + 4 * per
             slope = max((peak - p4) / (m - 4), per)
             k = int(max(1, min(most, 4 + (budget - p4) // slope)))
-        t = self.timings.get("batched" if self.batched else "loop")
+        t = timings.get("batched" if batched else "loop")
         if t:             # short products: progress, partial results and cancel come at least this often
             k = min(k, max(4, int(self.PRODUCT_SECONDS / t)))
         self._chunks[key] = k
@@ -565,7 +588,8 @@ def faster_sweep(recorded: CurvatureOperator, stateless: CurvatureOperator, w: S
     d = recorded.dim(w)
     ref = next(iter(recorded.problem.base.values()))
     keep = ("double-backward", chunk)
-    t_rec = recorded.timings.get("batched" if recorded.batched else "loop")
+    batched, timings = recorded.way(w, out)
+    t_rec = timings.get("batched" if batched else "loop")
     try:
         k = stateless.directions_within(budget, w, out, d)
         if stateless.mode != "forward-over-reverse" or k < 4:

@@ -430,7 +430,8 @@ class Session:
         key = (tuple(w_atoms), self._budget())
         choice = rec.tuning.sweeps.get(key)
         if choice is None:
-            t = rec.timings.get("batched" if rec.batched else "loop")
+            batched, timings = rec.way(w_atoms, out_atoms)
+            t = timings.get("batched" if batched else "loop")
             choice = ("double-backward", chunk)
             if d_w >= self.SWEEP_MEASURE_COLUMNS and d_w * (t or 0.0) >= self.SWEEP_MEASURE_SECONDS:
                 choice = faster_sweep(rec, self.operator(list(rec.problem.dims), space), w_atoms, out_atoms, chunk,

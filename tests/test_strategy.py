@@ -163,3 +163,32 @@ def test_the_stateless_operator_failing_keeps_the_recorded_sweep(monkeypatch):
     assert choice[0] == "double-backward"
     o = O.ParameterOracle(model, x, y, CE).block("a", "b")
     O.assert_rel(b.full, o["full"], 1e-10)
+
+
+def test_each_product_shape_is_measured_on_its_own_and_a_forced_way_overrides_them(monkeypatch):
+    s = _session()
+    atoms, op = _op(s)
+    shapes = [(tuple(atoms[1:]), tuple(atoms), True, True), (tuple(atoms[:1]), tuple(atoms[:1]), True, True)]
+    for w, out, _, _ in shapes:
+        op.products(list(w), torch.randn(8, op.dim(w), dtype=F64), list(out))
+    assert set(op.tuning.ways) == set(shapes)
+    for key, (batched, timings) in op.tuning.ways.items():
+        assert op.way(*key) == (batched, timings) and batched == (timings["batched"] < timings["loop"])
+    op.tuning.ways[shapes[0]] = (True, {"loop": 2.0, "batched": 1.0})
+    op.tuning.ways[shapes[1]] = (False, {"loop": 1.0, "batched": 2.0})
+    flags = []
+    real = torch.autograd.grad
+
+    def spy(*a, **k):
+        flags.append(k.get("is_grads_batched", False))
+        return real(*a, **k)
+    monkeypatch.setattr(torch.autograd, "grad", spy)
+
+    def ways_taken(w, out):
+        flags.clear()
+        op.products(list(w), torch.randn(5, op.dim(w), dtype=F64), list(out))
+        return set(flags)
+    assert ways_taken(*shapes[0][:2]) == {True}        # each shape runs its own measured way
+    assert ways_taken(*shapes[1][:2]) == {False}
+    op.batched = False                                 # forced: every shape
+    assert ways_taken(*shapes[0][:2]) == {False}
