@@ -394,8 +394,8 @@ class CurvatureOperator:
         ≥ 3 directions for each (w, out, parts) first times both ways on some of its
         directions (:meth:`_measure`) and keeps the faster for that shape.
         """
-        if self._recorded is None:
-            self._recorded = _Recorded(self.problem)
+        if self._recorded is None or (gn and not self._recorded.gn):
+            self._recorded = _Recorded(self.problem, gn=gn)
         rec = self._recorded
         k = T.shape[0]
         batched = self.way(w, out, full, gn)[0]
@@ -656,30 +656,57 @@ class _Recorded:
     and one backward through the forward graph; H^T = H − H^GN.  A product without GN
     part is a single double backward.  k directions run either as one batched backward
     (``is_grads_batched``) or as k plain ones (see :class:`CurvatureOperator`).
+
+    ``gn=False`` records only what full products need: the loss, without the intermediate γ
+    and the loss's own gradient graph; :attr:`gn` says which was recorded.  Gradients are
+    taken only for the atoms a product differentiates (its ``w``), when first asked: a
+    product from a late atom never pays a create_graph backward down to the first one.
     """
 
-    def __init__(self, problem: Problem):
+    def __init__(self, problem: Problem, gn: bool = True):
         self.problem = problem
         self.atoms = list(problem.dims)
+        self.gn = gn
+        self.grads: dict[str, torch.Tensor | None] = {}
+        self._seen: set = set()          # graph nodes known to be twice differentiable
         with torch.enable_grad():
             self.vals = {a: problem.base[a].detach().clone().requires_grad_(True) for a in self.atoms}
-            inputs = list(self.vals.values())
             self.z = problem.output(self.vals)
-            (self.gamma,) = torch.autograd.grad(problem.loss_of_output(self.z), self.z, create_graph=True)
-            self.grads = dict(zip(self.atoms, torch.autograd.grad(self.z, inputs, self.gamma, create_graph=True,
-                                                                  allow_unused=True)))
-            self.z_leaf = self.z.detach().requires_grad_(True)
-            (self.gz,) = torch.autograd.grad(problem.loss_of_output(self.z_leaf), self.z_leaf, create_graph=True)
-        seen: set = set()
-        for a, g in self.grads.items():
-            # a gradient that autograd cannot differentiate again: a backward that detaches or is marked
-            # @once_differentiable (an "Error" node in its graph) — its Hessian would silently read as 0
-            if g is not None and ((not g.requires_grad and bool(g.ne(0).any())) or _has_error_node(g, seen)):
-                raise AutodiffError(
-                    f"the gradient with respect to {a!r} cannot be differentiated again: an op on its path has a "
-                    "backward that is not itself differentiable (a custom autograd.Function marked "
-                    "@once_differentiable, or one whose backward detaches). Give that Function a differentiable "
-                    "backward (and a jvp), or restrict the analysis to nodes/groups after it.")
+            if gn:
+                (self.gamma,) = torch.autograd.grad(problem.loss_of_output(self.z), self.z, create_graph=True)
+                self.z_leaf = self.z.detach().requires_grad_(True)
+                (self.gz,) = torch.autograd.grad(problem.loss_of_output(self.z_leaf), self.z_leaf,
+                                                 create_graph=True)
+            else:
+                self.loss = problem.loss_of_output(self.z)
+
+    def gradients(self, atoms: list[str]) -> list[torch.Tensor | None]:
+        """g[a] = ∂L/∂u_a with its graph, for each of ``atoms`` (None where L does not depend on u_a);
+        the missing ones in one create_graph backward, J_aᵀ γ (GN recording) or of L itself."""
+        todo = [a for a in dict.fromkeys(atoms) if a not in self.grads]
+        if todo:
+            inputs = [self.vals[a] for a in todo]
+            with torch.enable_grad():
+                if self.gn:
+                    got = torch.autograd.grad(self.z, inputs, self.gamma, create_graph=True, retain_graph=True,
+                                              allow_unused=True)
+                else:
+                    got = torch.autograd.grad(self.loss, inputs, create_graph=True, retain_graph=True,
+                                              allow_unused=True)
+            for a, g in zip(todo, got):
+                self._check(a, g)
+                self.grads[a] = g
+        return [self.grads[a] for a in atoms]
+
+    def _check(self, a: str, g: torch.Tensor | None) -> None:
+        """Refuse a gradient that autograd cannot differentiate again: a backward that detaches or is marked
+        @once_differentiable (an "Error" node in its graph) — its Hessian would silently read as 0."""
+        if g is not None and ((not g.requires_grad and bool(g.ne(0).any())) or _has_error_node(g, self._seen)):
+            raise AutodiffError(
+                f"the gradient with respect to {a!r} cannot be differentiated again: an op on its path has a "
+                "backward that is not itself differentiable (a custom autograd.Function marked "
+                "@once_differentiable, or one whose backward detaches). Give that Function a differentiable "
+                "backward (and a jvp), or restrict the analysis to nodes/groups after it.")
 
     def _backward(self, outputs, inputs, cotangents, k, batched: bool):
         """Σ_i ∂(outputs · cotangents_i)/∂inputs for each of the k cotangents, missing links as zeros:
@@ -706,11 +733,13 @@ class _Recorded:
     def products(self, w: list[str], T: torch.Tensor, out: list[str], full: bool, gn: bool,
                  batched: bool) -> Products:
         """Rows of H_{a,w} Tᵀ and H^GN_{a,w} Tᵀ for a in ``out`` (T: (k, d_w)), as in the class docstring."""
+        if gn and not self.gn:
+            raise ValueError("this recording has no GN part: record with gn=True")
         k = T.shape[0]
         ts = _split(T, w, self.problem.dims)
         tangents = [ts[a] for a in w]
         outs = [self.vals[a] for a in out] if full else []
-        roots = [self.grads[a] for a in w]
+        roots = self.gradients(w)
         # a loss linear in z (KLDivLoss of log-probabilities) has a constant ∂L/∂z: its GN part is 0
         curved = gn and self.gamma.requires_grad
         got = self._backward(roots, outs + ([self.gamma] if curved else []), tangents, k, batched)

@@ -1,6 +1,7 @@
 """How products run: batched or looped by measurement, short products, oneDNN only where it has derivatives."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -50,19 +51,29 @@ def test_batched_and_looped_products_agree_with_the_oracle():
     O.assert_rel(b.gn, o["gn"], 1e-10, scale=O.fro(o["full"]) + O.fro(o["gn"]))
 
 
-def test_a_single_direction_never_takes_the_batched_path(monkeypatch):
-    s = _session()
-    atoms, op = _op(s)
-    op.batched = True
-    flags = []
+@pytest.fixture
+def grad_calls(monkeypatch):
+    """The keyword arguments of every torch.autograd.grad call made while the test runs."""
+    calls = []
     real = torch.autograd.grad
 
     def spy(*a, **k):
-        flags.append(k.get("is_grads_batched", False))
+        calls.append(k)
         return real(*a, **k)
     monkeypatch.setattr(torch.autograd, "grad", spy)
+    return calls
+
+
+def _batched_flags(calls):
+    return [k.get("is_grads_batched", False) for k in calls]
+
+
+def test_a_single_direction_never_takes_the_batched_path(grad_calls):
+    s = _session()
+    atoms, op = _op(s)
+    op.batched = True
     op.products(atoms[1:], torch.randn(1, op.dim(atoms[1:]), dtype=F64), atoms)
-    assert flags and not any(flags)
+    assert grad_calls and not any(_batched_flags(grad_calls))
 
 
 def test_products_are_kept_short_by_the_measured_time_per_direction():
@@ -165,7 +176,7 @@ def test_the_stateless_operator_failing_keeps_the_recorded_sweep(monkeypatch):
     O.assert_rel(b.full, o["full"], 1e-10)
 
 
-def test_each_product_shape_is_measured_on_its_own_and_a_forced_way_overrides_them(monkeypatch):
+def test_each_product_shape_is_measured_on_its_own_and_a_forced_way_overrides_them(grad_calls):
     s = _session()
     atoms, op = _op(s)
     shapes = [(tuple(atoms[1:]), tuple(atoms), True, True), (tuple(atoms[:1]), tuple(atoms[:1]), True, True)]
@@ -176,19 +187,36 @@ def test_each_product_shape_is_measured_on_its_own_and_a_forced_way_overrides_th
         assert op.way(*key) == (batched, timings) and batched == (timings["batched"] < timings["loop"])
     op.tuning.ways[shapes[0]] = (True, {"loop": 2.0, "batched": 1.0})
     op.tuning.ways[shapes[1]] = (False, {"loop": 1.0, "batched": 2.0})
-    flags = []
-    real = torch.autograd.grad
-
-    def spy(*a, **k):
-        flags.append(k.get("is_grads_batched", False))
-        return real(*a, **k)
-    monkeypatch.setattr(torch.autograd, "grad", spy)
 
     def ways_taken(w, out):
-        flags.clear()
+        grad_calls.clear()
         op.products(list(w), torch.randn(5, op.dim(w), dtype=F64), list(out))
-        return set(flags)
+        return set(_batched_flags(grad_calls))
     assert ways_taken(*shapes[0][:2]) == {True}        # each shape runs its own measured way
     assert ways_taken(*shapes[1][:2]) == {False}
     op.batched = False                                 # forced: every shape
     assert ways_taken(*shapes[0][:2]) == {False}
+
+
+def test_a_product_records_only_what_it_needs_and_records_more_when_asked():
+    """H-only products skip the GN recording; gradients are taken only for the atoms products start from.
+    Every stage still agrees with the dense oracle: H_{1,3} t, then GN_{1,3} t, then H_{3,1} s."""
+    s = _session()
+    (a1, a3), op = _op(s)
+    o13 = O.ActivationOracle(s.model, s.inputs[0], s.targets, s.loss_fn).block("1", "3")
+    T = torch.randn(2, op.dim([a3]), dtype=F64)
+    full = op.products([a3], T, [a1], gn=False).rows("full", [a1])
+    rec = op._recorded
+    assert not rec.gn and set(rec.grads) == {a3}
+    O.assert_rel(full, T @ o13["full"].T, 1e-10)
+
+    both = op.products([a3], T, [a1])                  # a GN part: recorded again, with γ
+    assert op._recorded is not rec and op._recorded.gn and set(op._recorded.grads) == {a3}
+    O.assert_rel(both.rows("full", [a1]), T @ o13["full"].T, 1e-10)
+    O.assert_rel(both.rows("gn", [a1]), T @ o13["gn"].T, 1e-10, scale=O.fro(o13["full"]) + O.fro(o13["gn"]))
+
+    rec = op._recorded
+    S = torch.randn(2, op.dim([a1]), dtype=F64)
+    back = op.products([a1], S, [a3], gn=False)        # H-only on a GN recording: kept, one more gradient
+    assert op._recorded is rec and set(rec.grads) == {a1, a3}
+    O.assert_rel(back.rows("full", [a3]), S @ o13["full"], 1e-10)
