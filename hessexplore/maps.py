@@ -200,11 +200,15 @@ def phi_from_samples(S: _Samples, probes: int) -> PhiResult:
 
 def iter_estimate(op: CurvatureOperator, groups: Sequence[Sequence[str]], *, probes: int = 64,
                   batch_size: int = 8, seed: int = 0, gn: bool = True,
-                  should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[_Samples, int]]:
+                  should_stop: Callable[[], bool] | None = None, first: int | None = None
+                  ) -> Iterator[tuple[_Samples, int]]:
     """Yield (accumulated samples, probes so far) after every round of ``batch_size`` probes per node.
 
-    ``groups`` are the atom lists of the k nodes; all must be atoms of ``op``.  Reproducible
-    from ``seed``.  ``should_stop()`` is polled before every batched product.
+    ``groups`` are the atom lists of the k nodes; all must be atoms of ``op``.  With ``first``,
+    the first round takes only that many probes per node (a first result soon: products of
+    fewer than 3 directions run as plain backwards and wait for no measurement of the batched
+    way).  Reproducible from ``seed`` (and ``first``).  ``should_stop()`` is polled before every
+    batched product.
     """
     if probes < 1:
         raise HessExploreError("probes must be at least 1")
@@ -214,7 +218,7 @@ def iter_estimate(op: CurvatureOperator, groups: Sequence[Sequence[str]], *, pro
     acc: list[_Samples] = []
     done = 0
     while done < probes:
-        m = min(batch_size, probes - done)
+        m = min(batch_size if done or not first else max(1, int(first)), probes - done)
         acc.append(_round(op, groups, m, gen, gn, should_stop))
         done += m
         cat = _Samples(torch.cat([s.full for s in acc]),
@@ -223,14 +227,20 @@ def iter_estimate(op: CurvatureOperator, groups: Sequence[Sequence[str]], *, pro
         yield cat, done
 
 
+#: probes per node in an estimated map's first round: a first map (with error bars) after 2k plain
+#: Hessian-vector products, before the batched-or-looped measurement of the later rounds
+FIRST_ROUND = 2
+
+
 def iter_estimated_map(op: CurvatureOperator, names: Sequence[str], groups: Sequence[Sequence[str]], *,
                        space: str, distance: torch.Tensor, probes: int = 64, batch_size: int = 8, seed: int = 0,
                        tol: float = metrics.REL_TOL, should_stop: Callable[[], bool] | None = None
                        ) -> Iterator[CouplingMap]:
-    """Yield an estimated :class:`CouplingMap` (with ``stderr``) after every probe round."""
+    """Yield an estimated :class:`CouplingMap` (with ``stderr``) after every probe round: a first
+    round of :data:`FIRST_ROUND` probes per node, then rounds of ``batch_size``."""
     t0 = time.perf_counter()
     for S, m in iter_estimate(op, groups, probes=probes, batch_size=batch_size, seed=seed, gn=True,
-                              should_stop=should_stop):
+                              should_stop=should_stop, first=FIRST_ROUND):
         cm = map_from_samples(list(names), space, S, distance, m, tol)
         cm.note += f"; {time.perf_counter() - t0:.3g} s"
         yield cm

@@ -411,37 +411,53 @@ class CurvatureOperator:
                 return rec.products(w, T, out, full, gn, batched=False)
         if k < 3:
             return rec.products(w, T, out, full, gn, batched=False)
-        self._measure(rec, w, T, out, full, gn)
-        return self._recorded_products(w, T, out, full, gn)
+        got = self._measure(rec, w, T, out, full, gn)
+        return got if got is not None else self._recorded_products(w, T, out, full, gn)
 
     def _measure(self, rec: "_Recorded", w: list[str], T: torch.Tensor, out: list[str], full: bool, gn: bool
-                 ) -> None:
+                 ) -> Products | None:
         """Time 4 directions as plain backwards (their cost per direction does not depend on k) and up
         to 8 as one batched backward (vmapped kernels change with k), each warmed up first, interleaved;
         a second round, keeping the faster run of each, only when the first is within 25 %.  Keep the
-        faster way for this shape (:meth:`way`).  The results are thrown away, so every product the
-        caller sees runs one way (an exact sweep stays bitwise reproducible within the operator)."""
+        faster way for this shape (:meth:`way`).
+
+        Returns the product of T when the timed runs already computed it the way that won (so
+        every product the caller sees runs one way, bitwise as a later call would): the batched
+        run when it covered all of T, else the looped rows with the rest of T looped on; None
+        when the winner did not run on T (the caller then runs it)."""
         key = (tuple(w), tuple(out), full, gn)
-        mb = T[: min(8, T.shape[0])]
+        k = T.shape[0]
+        mb = T[: min(8, k)]
         ml = mb[:4]
         rec.products(w, ml[:1], out, full, gn, batched=False)                    # warm-up
         try:
-            rec.products(w, mb, out, full, gn, batched=True)
+            rec.products(w, mb[:2], out, full, gn, batched=True)
         except (RuntimeError, NotImplementedError) as exc:
             if not _no_batching_rule(exc):
                 raise
             self.batched = False
-            return
+            return None
         runs: dict[str, list[float]] = {"loop": [], "batched": []}
+        last: dict[str, Products] = {}
         for _ in range(2):
             for name, m in (("loop", ml), ("batched", mb)):
-                t, _ = _timed(lambda: rec.products(w, m, out, full, gn, batched=name == "batched"), T.device)
+                t, last[name] = _timed(lambda: rec.products(w, m, out, full, gn, batched=name == "batched"),
+                                       T.device)
                 runs[name].append(t / m.shape[0])
             fast, slow = sorted(min(ts) for ts in runs.values())
             if fast < 0.8 * slow:                   # clear after one round: spare the session the second
                 break
         timings = {name: min(ts) for name, ts in runs.items()}
-        self.tuning.ways[key] = self.tuning.last = (timings["batched"] < timings["loop"], timings)
+        batched = timings["batched"] < timings["loop"]
+        self.tuning.ways[key] = self.tuning.last = (batched, timings)
+        if batched:
+            return last["batched"] if mb.shape[0] == k else None
+        head = last["loop"]
+        if ml.shape[0] == k:
+            return head
+        rest = rec.products(w, T[ml.shape[0]:], out, full, gn, batched=False)   # looped rows are independent
+        cat = lambda a, b: None if a is None else {x: torch.cat([a[x], b[x]]) for x in a}   # noqa: E731
+        return Products(cat(head.full, rest.full), cat(head.gn, rest.gn))
 
     def memory_cost(self, w: Sequence[str], out: Sequence[str], full: bool = True, gn: bool = True
                     ) -> tuple[int, int]:

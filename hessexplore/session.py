@@ -632,7 +632,8 @@ class Session:
         to the memory budget): its ``partial`` norms over the columns swept so far are
         lower bounds of the unfilled entries, ``columns_done``/``columns_total`` the
         progress; ``should_stop`` is polled before every product.  Estimate: a full map with standard
-        errors after every round of ``batch_size`` probes per node, up to ``probes``
+        errors after a first round of 2 probes per node (a first map after 2k plain products),
+        then after every round of ``batch_size`` probes per node, up to ``probes``
         (reproducible from ``seed``).  ``method`` as in :meth:`coupling_map`.
         """
         names = self._map_names(nodes, space)

@@ -142,8 +142,9 @@ def test_shared_probes_cost_k_products_per_round(mlp, monkeypatch):
     monkeypatch.setattr(CurvatureOperator, "products", counting)
     names = mlp.nodes[:5]
     snaps = list(mlp.iter_coupling_map(names, method="estimate", probes=20, batch_size=8))
-    assert [c.probes for c in snaps] == [8, 16, 20]        # streams, refining
-    assert len(calls) == 5 * 3                             # k products per round, not k²
+    assert [c.probes for c in snaps] == [2, 10, 18, 20]    # a first map from 2 probes, then refining
+    assert [T for _, T, _, _ in calls] == [2] * 5 + [8] * 10 + [2] * 5
+    assert len(calls) == 5 * 4                             # k products per round, not k²
     assert all(n_out == 5 for _, _, n_out, _ in calls)     # each gives H_{u,w} z for every u
     calls.clear()
     mlp.phi(method="estimate", probes=8)
@@ -168,6 +169,7 @@ def test_estimates_are_reproducible_and_cancel(mlp):
 def test_stderr_shrinks_like_one_over_sqrt_probes(mlp):
     names = mlp.nodes[:3]
     snaps = list(mlp.iter_coupling_map(names, method="estimate", probes=256, batch_size=64, seed=2))
-    r = float(snaps[0].stderr["R"][0, 1] / snaps[-1].stderr["R"][0, 1])
-    assert 1.4 < r < 2.9, r                    # ≈ √(256/64) = 2
+    assert [c.probes for c in snaps] == [2, 66, 130, 194, 256]
+    r = float(snaps[1].stderr["R"][0, 1] / snaps[-1].stderr["R"][0, 1])
+    assert 1.4 < r < 2.9, r                    # ≈ √(256/66) = 1.97
     assert not math.isnan(float(snaps[-1].stderr["C"][0, 1]))

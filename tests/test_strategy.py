@@ -220,3 +220,23 @@ def test_a_product_records_only_what_it_needs_and_records_more_when_asked():
     back = op.products([a1], S, [a3], gn=False)        # H-only on a GN recording: kept, one more gradient
     assert op._recorded is rec and set(rec.grads) == {a1, a3}
     O.assert_rel(back.rows("full", [a3]), S @ o13["full"], 1e-10)
+
+
+@pytest.mark.parametrize("k", [3, 4, 6, 8, 12])
+@pytest.mark.parametrize("winner", ["loop", "batched"])
+def test_the_measuring_product_returns_what_the_chosen_way_computes_bitwise(monkeypatch, k, winner):
+    """The first product of a shape is timed both ways; what it returns is the product run the chosen way,
+    bitwise what every later product of the same directions returns (its timed runs are reused, not redone)."""
+    s = _session()
+    atoms, op = _op(s)
+    fake = {"loop": 1.0, "batched": 0.01} if winner == "batched" else {"loop": 0.01, "batched": 1.0}
+    order = iter(["loop", "batched"] * 2)
+    monkeypatch.setattr(operators, "_timed", lambda fn, device: (fake[next(order)], fn()))
+    T = torch.randn(k, op.dim(atoms[1:]), dtype=F64)
+    first = op.products(atoms[1:], T, atoms)
+    assert op.way(atoms[1:], atoms)[0] == (winner == "batched")
+    again = op.products(atoms[1:], T, atoms)
+    for part in ("full", "gn"):
+        for a in atoms:
+            assert getattr(first, part)[a].shape == (k, op.dim([a]))
+            assert torch.equal(getattr(first, part)[a], getattr(again, part)[a]), (part, a)
