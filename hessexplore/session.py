@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import itertools
 import math
 import threading
 import warnings
@@ -386,13 +387,17 @@ class Session:
         parameter copies per direction, several times what autograd holds) puts all d_w
         directions under an eighth of the budget is nothing measured.
         """
-        budget = self._budget()
+        if self._fits_unmeasured(d_w):
+            return d_w
+        return op.directions_within(self._budget(), w_atoms, out_atoms, d_w, full, gn)
+
+    def _fits_unmeasured(self, d_w: int) -> bool:
+        """True when a generous bound per direction (see :meth:`_chunk`) puts d_w directions under an
+        eighth of the memory budget: then nothing needs measuring."""
         item = torch.empty((), dtype=self.dtype).element_size()
         act = self.graph.activation_numel() if self.graph is not None else 0
         bound = item * (6 * self.batch_size * max(act, 1) + 2 * sum(p.numel() for p in self.model.parameters()))
-        if d_w * bound <= budget // 8:
-            return d_w
-        return op.directions_within(budget, w_atoms, out_atoms, d_w, full, gn)
+        return d_w * bound <= self._budget() // 8
 
     #: an exact sweep of at least this many columns, which the recorded operator's measured time per column
     #: puts over this many seconds, first times the stateless forward-over-reverse operator on one chunk
@@ -401,20 +406,30 @@ class Session:
     SWEEP_MEASURE_SECONDS = 10.0
 
     def _sweep_columns(self, rec: CurvatureOperator, w_atoms: list[str], out_atoms: list[str], d_w: int, space: str,
-                       parts: Sequence[str], should_stop, first: int | None) -> Iterator:
-        """The column chunks of an exact sweep (see :meth:`CurvatureOperator.iter_dense_columns`).
+                       parts: Sequence[str], should_stop, first: int | None, start: int = 0,
+                       stop: int | None = None) -> Iterator:
+        """The column chunks of an exact sweep (see :meth:`CurvatureOperator.iter_dense_columns`), columns
+        ``start`` … ``stop`` − 1 (default: to d_w).
 
         With ``first`` (a first result soon), the first ``first`` columns always come from the
-        recorded operator, before the operator for the rest is chosen (:meth:`_sweep_operator`,
-        which may time both): the first partial result never waits for a measurement."""
-        start = 0
-        if first:
-            start = max(1, min(int(first), d_w, self._chunk(rec, w_atoms, out_atoms, d_w)))
-            yield from rec.iter_dense_columns(w_atoms, out_atoms, start, parts, should_stop, stop=start)
-        if start < d_w:
+        recorded operator, unless nothing needs measuring one plain backward each (the memory of
+        a gradient, a partial result after each), before the chunk and the operator for the rest
+        are chosen (:meth:`_chunk`, :meth:`_sweep_operator`, which measure): the first partial
+        result never waits for a measurement."""
+        end = d_w if stop is None else min(int(stop), d_w)
+        if first and start < end:
+            head = min(max(1, int(first)), end)
+            if start < head:
+                size = head if self._fits_unmeasured(d_w) else 1
+                chunks = list(rec.iter_dense_columns(w_atoms, out_atoms, size, parts, should_stop, start=start,
+                                                     stop=head))
+                yield start, head - start, {p: {a: torch.cat([c[2][p][a] for c in chunks]) for a in out_atoms}
+                                            for p in parts}
+                start = head
+        if start < end:
             op, chunk = self._sweep_operator(rec, w_atoms, out_atoms, d_w, space)
             yield from op.iter_dense_columns(w_atoms, out_atoms, chunk, parts, should_stop,
-                                             first=2 * start if first else None, start=start)
+                                             first=2 * start if first else None, start=start, stop=end)
 
     def _sweep_operator(self, rec: CurvatureOperator, w_atoms: Sequence[str], out_atoms: Sequence[str], d_w: int,
                         space: str) -> tuple[CurvatureOperator, int]:
@@ -479,13 +494,17 @@ class Session:
         return blocks
 
     def _iter_sweep_many(self, ws: Sequence[str], outs: Sequence[str], space: str, should_stop=None,
-                         progress=None, first: int | None = None, partial: bool = False):
+                         progress=None, first: int | None = None, partial: bool = False,
+                         head: list | None = None, stop: int | None = None):
         """The sweep of :meth:`_sweep_many` as a stream of events.
 
         With ``partial``, after every chunk: ("partial", columns done, columns total,
         {part: {(o, w): Σ of squared entries of H_{o,w} over the columns swept so far}}).
         Last: ("done", blocks) as :meth:`_sweep_many` returns them.  ``first``: the first
-        chunk's size (chunks then double up to the memory budget).
+        chunk's size (chunks then double up to the memory budget).  ``head``: a list of the
+        chunks of this sweep's first columns already computed (by a sweep with the same
+        ``outs`` whose first node is ``ws[0]``): they are used, not recomputed, and every chunk
+        computed here is appended to it.  ``stop``: sweep only the columns before it (no "done").
         """
         self._check_finite()
         w_atoms = {w: self._atoms(w, space) for w in ws}
@@ -502,8 +521,12 @@ class Session:
         sq = {p: {(o, w): 0.0 for o in outs for w in ws} for p in ("full", "gn", "tensor")}
         fp0 = self._fingerprint()
         try:
-            columns = self._sweep_columns(rec, W, all_atoms, at, space, parts, should_stop, first)
-            for start, k, got in self._polled(columns, should_stop):
+            done = head[-1][0] + head[-1][1] if head else 0
+            fresh = self._polled(self._sweep_columns(rec, W, all_atoms, at, space, parts, should_stop, first,
+                                                     start=done, stop=stop), should_stop)
+            for start, k, got in itertools.chain(list(head or ()), fresh):
+                if head is not None and start >= done:
+                    head.append((start, k, got))
                 for part in parts:
                     for a in all_atoms:
                         acc[part][a].append(got[part][a])
@@ -527,6 +550,8 @@ class Session:
             self._same_weights(fp0, "exact block", exc)
             raise
         self._same_weights(fp0, "exact block")
+        if stop is not None and stop < at:
+            return
         cols = {p: {a: torch.cat(chunks, dim=0).T for a, chunks in d.items()} for p, d in acc.items()}
         out: dict[str, dict[tuple[str, str], torch.Tensor]] = {}
         for part, per_atom in cols.items():
@@ -660,10 +685,35 @@ class Session:
         # sweep the smaller side of each pair (ties: the later one), as block() does
         owner = [[j if (dims[j] < dims[i] or (dims[j] == dims[i] and j >= i)) else i for j in range(k)]
                  for i in range(k)]
+        total = sum(dims)
+        partial = {key: z() for key in ("R", "norm_gn", "norm_tensor")}
+
+        def snapshot(done_cols: int) -> CouplingMap:
+            return CouplingMap(names, space, R.clone(), G.clone(), T.clone(), D.clone(), dist, filled.clone(),
+                               tol=tol, note="exact", columns_done=done_cols, columns_total=total,
+                               partial={key: M.clone() for key, M in partial.items()})
+
+        def take_partial(pack: list[int], sq) -> None:
+            for j in pack:
+                for i, v in enumerate(names):
+                    if owner[i][j] == j:
+                        for key, p in (("R", "full"), ("norm_gn", "gn"), ("norm_tensor", "tensor")):
+                            partial[key][i, j] = partial[key][j, i] = math.sqrt(sq[p][(v, names[j])])
+
+        # a first partial result before anything is measured: the first columns of the first node, one
+        # plain backward each (the packing below measures the memory of a batched product)
+        head: list = []
+        if first_chunk and not self._fits_unmeasured(total) and len(names) > 1:
+            for event in self._iter_sweep_many(names[:1], names, space, should_stop, first=first_chunk,
+                                               partial=True, head=head, stop=first_chunk):
+                if event[0] == "partial":
+                    take_partial([0], event[3])
+                    yield snapshot(event[1])
         # pack consecutive nodes into one sweep while their columns fit one memory-budgeted chunk
+        head_end = head[-1][0] + head[-1][1] if head else 0
         every = list(dict.fromkeys(a for n in names for a in self._atoms(n, space)))
-        max_cols = self._chunk(self.operator(every, space, mode="double-backward"), self._atoms(names[0], space),
-                               every, sum(dims))
+        max_cols = total if k == 1 else self._chunk(self.operator(every, space, mode="double-backward"),
+                                                    self._atoms(names[0], space), every, total)
         packs: list[list[int]] = []
         cols_in_pack = 0
         for j in range(k):
@@ -675,30 +725,18 @@ class Session:
                 cols_in_pack = dims[j]
         for pack in packs:       # every sweep's output is checked before the first one starts
             self._check_exact(names[pack[0]], space, names[pack[0]], names, sum(dims[j] for j in pack))
-        total = sum(sum(dims[j] for j in pack) for pack in packs)
         swept = 0
-        partial = {key: z() for key in ("R", "norm_gn", "norm_tensor")}
-
-        def snapshot(done_cols: int) -> CouplingMap:
-            return CouplingMap(names, space, R.clone(), G.clone(), T.clone(), D.clone(), dist, filled.clone(),
-                               tol=tol, note="exact", columns_done=done_cols, columns_total=total,
-                               partial={key: M.clone() for key, M in partial.items()})
-
         for pack in packs:
             cols = None
             for event in self._iter_sweep_many([names[j] for j in pack], names, space, should_stop,
-                                               first=first_chunk, partial=True):
+                                               first=first_chunk, partial=True, head=head if swept == 0 else None):
                 if event[0] == "done":
                     cols = event[1]
                     continue
                 _, done_cols, pack_cols, sq = event
-                for j in pack:
-                    for i, v in enumerate(names):
-                        if owner[i][j] == j:
-                            for key, p in (("R", "full"), ("norm_gn", "gn"), ("norm_tensor", "tensor")):
-                                partial[key][i, j] = partial[key][j, i] = math.sqrt(sq[p][(v, names[j])])
-                if done_cols < pack_cols:       # within the pack: norms over the columns swept so far
-                    yield snapshot(swept + done_cols)
+                take_partial(pack, sq)
+                if done_cols < pack_cols and (swept or done_cols > head_end):
+                    yield snapshot(swept + done_cols)   # within the pack: norms over the columns swept so far
             swept += sum(dims[j] for j in pack)
             for j in pack:
                 w = names[j]

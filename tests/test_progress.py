@@ -57,9 +57,31 @@ def test_cancel_stops_within_one_batched_product(s, monkeypatch):
 
     monkeypatch.setattr(CurvatureOperator, "products", counting)
     stop = {"now": False}
-    seen = 0
+    seen = []
     with pytest.raises(JobCancelled):
         for cm in s.iter_coupling_map(NODES, method="exact", first_chunk=8, should_stop=lambda: stop["now"]):
-            seen += 1
+            seen.append((cm.columns_done, len(calls)))
             stop["now"] = True           # the user clicks cancel after the first partial map
-    assert seen == 1 and len(calls) == 1     # no product after the cancel request
+    assert len(seen) == 1 and seen[0][0] == 8
+    assert len(calls) == seen[0][1]      # no product after the cancel request
+
+
+def test_the_first_partial_map_waits_for_no_measurement(s, monkeypatch):
+    """Measuring (the memory line, batched or looped) costs many products on a large model; the first partial
+    map comes from plain backwards before any of it, and the finished map is the same as without it."""
+    measured = []
+    for name in ("memory_cost", "_measure"):
+        real = getattr(CurvatureOperator, name)
+        monkeypatch.setattr(CurvatureOperator, name,
+                            lambda self, *a, _real=real, _name=name, **kw: measured.append(_name) or _real(self, *a, **kw))
+    fresh = hx.Session(s.model, s.loss_fn, (s.inputs[0], s.targets), dtype=F64)
+    maps = []
+    for cm in fresh.iter_coupling_map(NODES, method="exact", first_chunk=8):
+        maps.append((cm, list(measured)))
+    first, before = maps[0]
+    assert first.columns_done == 8 and before == []
+    assert float(first.partial["R"][0, 0]) > 0 and not first.filled.any()
+    assert "memory_cost" in maps[-1][1]            # the rest of the sweep is memory-budgeted as before
+    exact = s.coupling_map(NODES, method="exact", first_chunk=None)
+    assert torch.allclose(maps[-1][0].R, exact.R, rtol=1e-12, atol=0)
+    assert torch.allclose(maps[-1][0].gap, exact.gap, rtol=1e-10, atol=0)
