@@ -411,11 +411,11 @@ class Session:
         """The column chunks of an exact sweep (see :meth:`CurvatureOperator.iter_dense_columns`), columns
         ``start`` … ``stop`` − 1 (default: to d_w).
 
-        With ``first`` (a first result soon), the first ``first`` columns always come from the
-        recorded operator, unless nothing needs measuring one plain backward each (the memory of
-        a gradient, a partial result after each), before the chunk and the operator for the rest
-        are chosen (:meth:`_chunk`, :meth:`_sweep_operator`, which measure): the first partial
-        result never waits for a measurement."""
+        With ``first`` (a first result soon), the first ``first`` columns come from the recorded
+        operator before the chunk and the operator for the rest are chosen (:meth:`_chunk`,
+        :meth:`_sweep_operator`, which measure): as one product when nothing needs measuring, else
+        as one plain backward each (the memory of a gradient), yielded as one chunk.  The first
+        partial result never waits for a measurement."""
         end = d_w if stop is None else min(int(stop), d_w)
         if first and start < end:
             head = min(max(1, int(first)), end)
