@@ -65,8 +65,10 @@ class _Parser(argparse.ArgumentParser):
 class Progress:
     """A one-line bar per stage on a terminal; one line per finished stage otherwise."""
 
-    LABELS = {"coupling": "coupling map", "phi": "Φ (parameter map)", "spectra": "layer spectra"}
-    UNITS = {"coupling": "pairs", "phi": "pairs", "spectra": "groups"}
+    LABELS = {"coupling": "coupling map", "coupling-estimate": "coupling map (est.)", "phi": "Φ (parameter map)",
+              "phi-estimate": "Φ (estimate)", "spectra": "layer spectra"}
+    UNITS = {"coupling": "pairs", "coupling-estimate": "probes per node", "phi": "pairs",
+             "phi-estimate": "probes per group", "spectra": "groups"}
 
     def __init__(self, stream=None, enabled: bool = True):
         self.stream = stream if stream is not None else sys.stderr

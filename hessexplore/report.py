@@ -95,6 +95,11 @@ def _disjoint(session: Session, groups: Sequence[str]) -> bool:
     return len(atoms) == len(set(atoms))
 
 
+#: Hutchinson probes per node of an estimated coupling map, per group of an estimated Φ
+MAP_PROBES = 64
+PHI_PROBES = 32
+
+
 def _pairs_done(cm: CouplingMap) -> tuple[int, int]:
     """(pairs v ≤ w computed, pairs in all) of a filling coupling map."""
     k = len(cm.names)
@@ -109,7 +114,9 @@ def analyze(session: Session, nodes: Optional[Sequence[str]] = None, *, space: s
     """Exact coupling map among ``nodes``, Φ and the layer spectra of ``groups`` (default all).
 
     ``progress(stage, done, total)`` is called as work completes: stage "coupling" and "phi"
-    count the pairs v ≤ w of their maps (filled sweep by sweep), "spectra" the groups.
+    count the pairs v ≤ w of their maps (filled sweep by sweep), "coupling-estimate" and
+    "phi-estimate" the probes per node of an estimate (each round refines every pair), "spectra"
+    the groups.
     """
     s = session
     if nodes is None:
@@ -121,8 +128,10 @@ def analyze(session: Session, nodes: Optional[Sequence[str]] = None, *, space: s
 
     t0 = time.perf_counter()
     cmap = None
-    for cmap in s.iter_coupling_map(nodes, space=space):
-        if progress:
+    for cmap in s.iter_coupling_map(nodes, space=space, probes=MAP_PROBES):
+        if progress and cmap.method == "estimate":     # every round is a whole map: count its probes
+            progress("coupling-estimate", cmap.probes, MAP_PROBES)
+        elif progress:
             progress("coupling", *_pairs_done(cmap))
     timings["coupling"] = time.perf_counter() - t0
 
@@ -135,7 +144,8 @@ def analyze(session: Session, nodes: Optional[Sequence[str]] = None, *, space: s
             notes.append("Φ skipped: the parameter groups overlap (Φ needs disjoint groups)")
         elif total > PHI_MAX_PARAMS:      # too big for the exact map: shared-probe estimate (issue 12)
             t0 = time.perf_counter()
-            phi_value = s.phi(groups, method="estimate", probes=32)
+            phi_value = s.phi(groups, method="estimate", probes=PHI_PROBES,
+                              progress=(lambda done, n: progress("phi-estimate", done, n)) if progress else None)
             notes.append(f"Φ estimated: the groups hold {total:,} parameters, over {PHI_MAX_PARAMS:,} for the "
                          f"exact map; Φ = {phi_value:.4g} ± {phi_value.stderr:.2g} (standard error, "
                          f"{phi_value.probes} Hutchinson probes per group)")

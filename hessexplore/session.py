@@ -764,7 +764,8 @@ class Session:
                                       tol=metrics.rel_tol(self.dtype), **kw)
 
     def phi(self, groups: Sequence[str] | None = None, method: str = "auto", *, probes: int = 64, seed: int = 0,
-            batch_size: int = 8, should_stop: Callable[[], bool] | None = None) -> "PhiResult":
+            batch_size: int = 8, should_stop: Callable[[], bool] | None = None,
+            progress: Callable[[int, int], None] | None = None) -> "PhiResult":
         """Φ = 1 − Σ_v ‖H_{θv,θv}‖_F² / ‖H‖_F² over disjoint parameter groups (default: s.groups).
 
         ‖H‖_F² = Σ_v ‖H_vv‖_F² + 2 Σ_{v<w} ‖H_vw‖_F², the Hessian restricted to the
@@ -772,6 +773,8 @@ class Session:
         products), "estimate" (k probe streams of ``probes`` Rademacher vectors, full
         products only) or "auto" (as :meth:`coupling_map`).  Returns a
         :class:`~hessexplore.maps.PhiResult`: a float with ``.stderr``, ``.method``, ``.probes``.
+        ``progress(done, total)``: after every round of an estimate (probes per group), after every
+        sweep of the exact map (pairs).
         """
         from .maps import PhiResult, iter_estimate, phi_from_samples
         groups = checks.nonempty_names(groups, "groups") or self.groups
@@ -786,10 +789,15 @@ class Session:
             S, m = None, 0
             for S, m in iter_estimate(op, atoms, probes=probes, batch_size=batch_size, seed=seed, gn=False,
                                       should_stop=should_stop):
-                pass
+                if progress is not None:
+                    progress(m, probes)
             return phi_from_samples(S, m)
-        cmap = self.coupling_map(groups, space="parameter", method="exact", stable_rank=False,
-                                 should_stop=should_stop)
+        cmap = None
+        for cmap in self.iter_coupling_map(groups, space="parameter", method="exact", stable_rank=False,
+                                           should_stop=should_stop):
+            if progress is not None:
+                iu = torch.triu_indices(len(groups), len(groups), 0)
+                progress(int(cmap.filled[iu[0], iu[1]].sum()), len(iu[0]))
         R2 = cmap.R ** 2
         iu = torch.triu_indices(len(groups), len(groups), 1)
         return PhiResult(metrics.phi_from_norms(R2.diagonal().tolist(), R2[iu[0], iu[1]].tolist()), "exact")

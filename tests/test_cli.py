@@ -640,3 +640,26 @@ def test_jupyterlab_dies_with_a_killed_demo(tmp_path, sig):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.stdout.close()
+
+
+def test_analyze_counts_the_probes_of_estimates(monkeypatch):
+    """Every round of an estimated map refines every pair: progress counts probes per node, not pairs
+    (a bar full from the first round on, printed again each round, said nothing); an estimated Φ
+    reports its rounds too."""
+    model, loss_fn, batch, nodes = demos.demo("relu-mlp")
+    s = hx.Session(model, loss_fn, batch, dtype=torch.float64, max_exact_dim=4)   # exact too big: estimate
+    monkeypatch.setattr(report, "PHI_MAX_PARAMS", 0)
+    calls = []
+    res = report.analyze(s, nodes, spectra=False, phi=True, progress=lambda *a: calls.append(a))
+    assert res.coupling.method == "estimate"
+    maps = [c for c in calls if c[0] == "coupling-estimate"]
+    phis = [c for c in calls if c[0] == "phi-estimate"]
+    assert maps + phis == calls
+    assert [c[1] for c in maps] == [2, 10, 18, 26, 34, 42, 50, 58, 64] and {c[2] for c in maps} == {64}
+    assert [c[1] for c in phis] == [8, 16, 24, 32] and {c[2] for c in phis} == {report.PHI_PROBES}
+    stream = io.StringIO()
+    bar = cli.Progress(stream)
+    for c in calls:
+        bar(*c)
+    assert stream.getvalue().count("\n") == 2 and "64/64 probes per node" in stream.getvalue()
+    assert "32/32 probes per group" in stream.getvalue()

@@ -109,6 +109,17 @@ def test_estimated_phi_within_four_standard_errors(request, which):
     assert isinstance(est, float) and "± " in repr(est)
 
 
+def test_phi_reports_progress_and_the_same_value_with_it(mlp):
+    k = len(mlp.groups)
+    seen = {"exact": [], "estimate": []}
+    exact = mlp.phi(method="exact", progress=lambda *a: seen["exact"].append(a))
+    est = mlp.phi(method="estimate", probes=20, progress=lambda *a: seen["estimate"].append(a))
+    assert seen["exact"][-1] == (k * (k + 1) // 2,) * 2 and len(seen["exact"]) >= 2
+    assert [d for d, _ in seen["exact"]] == sorted(d for d, _ in seen["exact"])
+    assert seen["estimate"] == [(8, 20), (16, 20), (20, 20)]
+    assert float(exact) == float(mlp.phi(method="exact")) and float(est) == float(mlp.phi(method="estimate", probes=20))
+
+
 def test_phi_of_one_group_is_zero_without_products(mlp):
     assert mlp.phi(["*"], method="estimate") == 0.0
 
