@@ -919,19 +919,23 @@ class Session:
                    ) -> Iterator["TraceResult"]:
         """Yield the running Hutchinson trace estimate after every ``batch_size`` probes.
 
-        ``batch_size`` directions go into each batched product (default: as many as the memory
-        budget allows by the operator's measured cost, and as run in about a second; the operator runs
-        a batch as one batched backward or a loop, whichever it measured faster).  ``should_stop()`` is polled before every product; True
+        ``batch_size`` directions go into each batched product (default: a first estimate from 2
+        probes, before anything is measured, then as many as the memory budget allows by the
+        operator's measured cost, and as run in about a second; the operator runs a batch as one
+        batched backward or a loop, whichever it measured faster).  The estimate does not depend
+        on the batches.  ``should_stop()`` is polled before every product; True
         raises :class:`~hessexplore.errors.JobCancelled`.
         """
         from .spectra import iter_trace
         matvec, n = self._group_matvec(group, part)
         probes = checks.positive_int(probes, "probes", hint="Hutchinson probes, e.g. probes=64")
-        if batch_size is None:
-            batch_size = self._group_chunk(group, part, probes)
+        first = None
+        if batch_size is None:       # measured after a first estimate from 2 plain products, unless not needed
+            first = None if self._fits_unmeasured(probes) else 2
+            batch_size = lambda: self._group_chunk(group, part, probes)   # noqa: E731
         return self._watch(iter_trace(matvec, n, probes=probes, batch_size=batch_size, seed=seed, group=group,
-                                      part=part, dtype=self.dtype, device=self.device, should_stop=should_stop),
-                           "trace", should_stop)
+                                      part=part, dtype=self.dtype, device=self.device, should_stop=should_stop,
+                                      first=first), "trace", should_stop)
 
     def __repr__(self) -> str:
         n = len(self.graph.names) if self.graph is not None else "?"

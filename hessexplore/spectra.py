@@ -610,18 +610,22 @@ class TraceResult:
                 f"probes={self.probes}, done={self.done})")
 
 
-def iter_trace(matvec: Matvec, n: int, *, probes: int = 64, batch_size: Optional[int] = None, seed: int = 0,
+def iter_trace(matvec: Matvec, n: int, *, probes: int = 64,
+               batch_size: Optional[int | Callable[[], int]] = None, seed: int = 0,
                group: str = "", part: str = "full", dtype: torch.dtype = torch.float64, device="cpu",
-               should_stop: Optional[Callable[[], bool]] = None) -> Iterator[TraceResult]:
+               should_stop: Optional[Callable[[], bool]] = None, first: Optional[int] = None
+               ) -> Iterator[TraceResult]:
     """Hutchinson's estimator of tr A, streamed: a :class:`TraceResult` after every ``batch_size``
     probes (default: all in one product).
 
     matvec: V (m, n) -> V A (m, n) (rows).  The ``probes`` Rademacher vectors are drawn up front
     from a private generator seeded with ``seed`` (the result does not depend on ``batch_size``);
-    each batch is one ``matvec`` call, and zᵢᵀ A zᵢ is summed in float64.
+    each batch is one ``matvec`` call, and zᵢᵀ A zᵢ is summed in float64.  ``first``: the first
+    batch takes only that many probes (a first estimate soon); ``batch_size`` may be a function,
+    called once after that first batch (to measure what the rest may take).
     """
     probes = checks.positive_int(probes, "probes", hint="Hutchinson probes, e.g. probes=64")
-    if batch_size is not None:
+    if batch_size is not None and not callable(batch_size):
         batch_size = checks.positive_int(batch_size, "batch_size")
     seed = checks.as_seed(seed)
     if n < 1:
@@ -630,10 +634,18 @@ def iter_trace(matvec: Matvec, n: int, *, probes: int = 64, batch_size: Optional
     t0 = time.perf_counter()
     gen = torch.Generator(device=device).manual_seed(int(seed))
     Z = rademacher(probes, n, generator=gen, dtype=dtype, device=device)
-    b = probes if batch_size is None else batch_size
     parts: list[Tensor] = []
-    for start in range(0, probes, b):
-        z = Z[start:start + b]
+    start, b = 0, None
+    while start < probes:
+        if start == 0 and first:
+            size = min(max(1, int(first)), probes)
+        else:
+            if b is None:
+                b = batch_size() if callable(batch_size) else batch_size
+                b = probes if b is None else max(1, int(b))
+            size = b
+        z = Z[start:start + size]
+        start += size
         parts.append((z * mv(z)).sum(dim=1, dtype=torch.float64))
         samples = torch.cat(parts).cpu()
         m = samples.numel()

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import hessexplore as hx
+from hessexplore.operators import CurvatureOperator
 from hessexplore import ArgumentError, Session, models
 from hessexplore.errors import JobCancelled
 from hessexplore.lanczos import extremes, rademacher
@@ -103,6 +104,25 @@ def test_trace_streams_and_does_not_depend_on_batching(problem):
     assert torch.allclose(snaps[-1].samples, whole.samples, rtol=1e-12, atol=1e-14)
     one = s.trace("*", probes=1, seed=5)
     assert math.isnan(one.stderr) and one.probes == 1
+
+
+def test_a_first_trace_estimate_waits_for_no_measurement(problem, monkeypatch):
+    """Where products must be sized by measuring (a tight memory budget here), the first estimate comes from
+    2 plain products before any measurement; the batches after it do not change the samples."""
+    s, _, _, _ = problem
+    monkeypatch.setattr(s, "memory_budget", 64 * 1024)
+    assert not s._fits_unmeasured(10)
+    measured = []
+    real = CurvatureOperator.memory_cost
+    monkeypatch.setattr(CurvatureOperator, "memory_cost",
+                        lambda self, *a, **kw: measured.append(1) or real(self, *a, **kw))
+    snaps = []
+    for t in s.iter_trace("*", probes=10, seed=5):
+        snaps.append((t, len(measured)))
+    assert snaps[0][0].probes == 2 and snaps[0][1] == 0 and snaps[-1][0].probes == 10
+    assert snaps[-1][1] >= 1                       # the rest was sized by the memory model
+    whole = s.trace("*", probes=10, seed=5, batch_size=10)
+    assert torch.allclose(snaps[-1][0].samples, whole.samples, rtol=1e-12, atol=1e-14)
 
 
 def test_trace_cancels_and_validates(problem):
