@@ -18,10 +18,9 @@ message into one that names the op, the module and the way out.
 """
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.fx as fx
@@ -37,8 +36,7 @@ _depth = 0
 _saved: list = []
 
 
-@contextlib.contextmanager
-def curvature_mode(onednn: bool = False) -> Iterator[None]:
+class curvature_mode:  # noqa: N801  (used like a function: ``with curvature_mode(): ...``)
     """Run second-order autodiff with kernels that have second derivatives, then restore.
 
     Inside: ``sdpa_kernel(SDPBackend.MATH)``, ``torch.backends.mha`` fast path
@@ -49,19 +47,35 @@ def curvature_mode(onednn: bool = False) -> Iterator[None]:
     hessexplore's products from several threads (an explorer's worker and the
     notebook) take turns: torch.func's forward-mode levels are not thread-safe.
     The outermost ``curvature_mode`` chooses the settings and restores them when
-    it exits (also on error).
+    it exits (also on error).  A plain class, not a generator: products enter it
+    thousands of times, and only the flags that differ are set and restored.
     """
-    global _depth
-    with _lock:
-        if _depth == 0:
-            _saved.append(_set_kernels(onednn))
-        _depth += 1
+
+    __slots__ = ("onednn",)
+
+    def __init__(self, onednn: bool = False):
+        self.onednn = onednn
+
+    def __enter__(self) -> None:
+        global _depth
+        _lock.acquire()
         try:
-            yield
-        finally:
+            if _depth == 0:
+                _saved.append(_set_kernels(self.onednn))
+            _depth += 1
+        except BaseException:
+            _lock.release()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        global _depth
+        try:
             _depth -= 1
             if _depth == 0:
-                _saved.pop().close()
+                for setter, old in reversed(_saved.pop()):
+                    setter(old)
+        finally:
+            _lock.release()
 
 
 _SDPA_FLAGS: list | None = None
@@ -69,7 +83,7 @@ _SDPA_FLAGS: list | None = None
 
 def _sdpa_flags() -> list | None:
     """[(getter, setter, is_math)] for torch's SDPA backend switches, looked up once; None when this torch
-    lays them out differently (then :func:`_math_sdpa` uses the public ``sdpa_kernel``)."""
+    lays them out differently (then :func:`_set_kernels` enters the public ``sdpa_kernel``)."""
     global _SDPA_FLAGS
     if _SDPA_FLAGS is None:
         import torch.nn.attention as att
@@ -83,33 +97,32 @@ def _sdpa_flags() -> list | None:
     return _SDPA_FLAGS or None
 
 
-def _switch(stack: contextlib.ExitStack, getter, setter, want: bool) -> None:
-    """setter(want) now and setter(old) when ``stack`` closes — only when the flag differs."""
+def _switch(undo: list, getter, setter, want: bool) -> None:
+    """setter(want) now, (setter, old) onto ``undo`` — only when the flag differs."""
     old = bool(getter())
     if old != want:
         setter(want)
-        stack.callback(setter, old)
+        undo.append((setter, old))
 
 
-def _math_sdpa(stack: contextlib.ExitStack) -> None:
-    """Only the math SDPA backend on, the others restored by ``stack`` (what ``sdpa_kernel(MATH)`` does,
-    without its per-call bookkeeping: products are entered thousands of times)."""
+def _set_kernels(onednn: bool) -> list:
+    """Only the math SDPA backend on, the MHA fast path off, oneDNN off unless ``onednn``; returns the
+    [(setter, old value)] that restore what was changed (what ``sdpa_kernel(MATH)`` and the backend
+    flag contexts do, without their per-call bookkeeping)."""
+    undo: list = []
     flags = _sdpa_flags()
     if flags is None:
         import torch.nn.attention as att
-        stack.enter_context(att.sdpa_kernel(att.SDPBackend.MATH))
-        return
-    for getter, setter, is_math in flags:
-        _switch(stack, getter, setter, is_math)
-
-
-def _set_kernels(onednn: bool) -> contextlib.ExitStack:
-    stack = contextlib.ExitStack()
-    _math_sdpa(stack)
+        ctx = att.sdpa_kernel(att.SDPBackend.MATH)
+        ctx.__enter__()
+        undo.append((lambda _old: ctx.__exit__(None, None, None), None))
+    else:
+        for getter, setter, is_math in flags:
+            _switch(undo, getter, setter, is_math)
     mkldnn = torch._C._get_mkldnn_enabled()      # (mkldnn.flags() would warn about TF32)
-    _switch(stack, torch._C._get_mkldnn_enabled, torch._C._set_mkldnn_enabled, bool(mkldnn and onednn))
-    _switch(stack, torch.backends.mha.get_fastpath_enabled, torch.backends.mha.set_fastpath_enabled, False)
-    return stack
+    _switch(undo, torch._C._get_mkldnn_enabled, torch._C._set_mkldnn_enabled, bool(mkldnn and onednn))
+    _switch(undo, torch.backends.mha.get_fastpath_enabled, torch.backends.mha.set_fastpath_enabled, False)
+    return undo
 
 
 def needs_no_onednn(model: nn.Module) -> bool:
