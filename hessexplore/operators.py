@@ -76,6 +76,9 @@ class Problem:
     def __init__(self, loss_fn: Callable, targets):
         self.loss_fn = loss_fn
         self.targets = targets
+        #: atoms whose recorded gradient was found twice differentiable: the graph's structure is the same
+        #: for every batch and recording, so later recordings skip the walk (see ``_Recorded._check``)
+        self.twice_differentiable: set[str] = set()
 
     def use(self, batch) -> None:
         """Run the following products on ``batch`` (a :class:`~hessexplore.batches.Batch`)."""
@@ -710,7 +713,9 @@ class _Recorded:
                     got = torch.autograd.grad(self.loss, inputs, create_graph=True, retain_graph=True,
                                               allow_unused=True)
             for a, g in zip(todo, got):
-                self._check(a, g)
+                if a not in self.problem.twice_differentiable:
+                    self._check(a, g)
+                    self.problem.twice_differentiable.add(a)
                 self.grads[a] = g
         return [self.grads[a] for a in atoms]
 
