@@ -74,14 +74,14 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.t0 = time.perf_counter()
+        self.t0 = self.t_end = time.perf_counter()
         self.stage = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if not self.enabled:
             return
-        if stage != self.stage:
-            self.stage, self.t0 = stage, time.perf_counter()
+        if stage != self.stage:     # a stage's clock starts when the one before ended, not at its first report
+            self.stage, self.t0 = stage, self.t_end
         label = self.LABELS.get(stage, stage)
         width = 24
         fill = int(width * done / max(total, 1))
@@ -91,6 +91,8 @@ class Progress:
             self.stream.write("\r" + line + ("\n" if done >= total else ""))
         elif done >= total:
             self.stream.write(line + "\n")
+        if done >= total:
+            self.t_end = time.perf_counter()
         self.stream.flush()
 
 

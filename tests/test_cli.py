@@ -195,6 +195,20 @@ def test_progress_bar_on_a_terminal_and_in_a_log():
     assert log.getvalue().count("\n") == 1 and "\r" not in log.getvalue() and "3/3" in log.getvalue()
 
 
+def test_a_stage_is_timed_from_the_end_of_the_one_before(monkeypatch):
+    """An estimate's first report comes after its first round: the bar's time must include that round."""
+    # created; coupling 1/1 and its end; phi 1/2 (its first report); phi 2/2 and its end
+    clock = iter([0.0, 50.0, 60.0, 100.0, 130.0, 131.0])
+    monkeypatch.setattr(cli.time, "perf_counter", lambda: next(clock))
+    log = io.StringIO()
+    bar = cli.Progress(log)
+    bar("coupling", 1, 1)           # at 50 s: done (its clock started at creation, 0 s)
+    bar("phi", 1, 2)                # first report at 100 s; the stage began when coupling ended (60 s)
+    bar("phi", 2, 2)
+    lines = log.getvalue().splitlines()
+    assert lines[0].endswith(" 50.0s") and lines[1].endswith(" 70.0s"), lines
+
+
 # ---------------------------------------------------------------------------------------------
 # analyze: module:factory
 # ---------------------------------------------------------------------------------------------
