@@ -71,6 +71,11 @@ def _takes(model: nn.Module, arg: str) -> bool:
         return False
 
 
+
+def _columns_swept(chunks: list | None) -> int:
+    """Columns covered by a sweep's consecutive chunks (start, k, rows), 0 for none."""
+    return chunks[-1][0] + chunks[-1][1] if chunks else 0
+
 class Session:
     """Curvature of ``loss_fn(model(x), y)`` (a batch mean) on one batch.
 
@@ -521,7 +526,7 @@ class Session:
         sq = {p: {(o, w): 0.0 for o in outs for w in ws} for p in ("full", "gn", "tensor")}
         fp0 = self._fingerprint()
         try:
-            done = head[-1][0] + head[-1][1] if head else 0
+            done = _columns_swept(head)
             fresh = self._polled(self._sweep_columns(rec, W, all_atoms, at, space, parts, should_stop, first,
                                                      start=done, stop=stop), should_stop)
             for start, k, got in itertools.chain(list(head or ()), fresh):
@@ -710,7 +715,7 @@ class Session:
                     take_partial([0], event[3])
                     yield snapshot(event[1])
         # pack consecutive nodes into one sweep while their columns fit one memory-budgeted chunk
-        head_end = head[-1][0] + head[-1][1] if head else 0
+        head_end = _columns_swept(head)
         every = list(dict.fromkeys(a for n in names for a in self._atoms(n, space)))
         max_cols = total if k == 1 else self._chunk(self.operator(every, space, mode="double-backward"),
                                                     self._atoms(names[0], space), every, total)
