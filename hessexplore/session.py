@@ -71,10 +71,10 @@ def _takes(model: nn.Module, arg: str) -> bool:
         return False
 
 
-
 def _columns_swept(chunks: list | None) -> int:
     """Columns covered by a sweep's consecutive chunks (start, k, rows), 0 for none."""
     return chunks[-1][0] + chunks[-1][1] if chunks else 0
+
 
 class Session:
     """Curvature of ``loss_fn(model(x), y)`` (a batch mean) on one batch.
